@@ -173,7 +173,7 @@ def look_at_rotation(forward, up=(0.0, 1.0, 0.0)) -> np.ndarray:
     f = np.asarray(forward, dtype=np.float64)
     f = f / np.linalg.norm(f)
     u = np.asarray(up, dtype=np.float64)
-    right = np.cross(f, u)  # with y up and z = forward: x_cam = f x up... (see below)
+    right = np.cross(f, u)  # camera x (right) = forward x up; camera y (down) = forward x right
     if np.linalg.norm(right) < 1e-8:
         u = np.array([0.0, 0.0, -1.0]) if abs(f[1]) > 0.5 else np.array([0.0, 1.0, 0.0])
         right = np.cross(f, u)
@@ -221,6 +221,16 @@ def icosahedron():
     return v, f
 
 
+def _midpoint(verts: list, cache: dict, a: int, b: int) -> int:
+    """Index of the unit midpoint of edge (a, b), appending it to ``verts`` once."""
+    key = (min(a, b), max(a, b))
+    if key not in cache:
+        m = np.asarray(verts[a]) + np.asarray(verts[b])
+        verts.append(tuple(m / np.linalg.norm(m)))
+        cache[key] = len(verts) - 1
+    return cache[key]
+
+
 def subdivided_icosahedron(level: int = 0):
     """Icosahedron with every face split into 4, ``level`` times; vertices on the unit sphere.
 
@@ -232,18 +242,9 @@ def subdivided_icosahedron(level: int = 0):
     verts = [tuple(x) for x in v]
     for _ in range(level):
         cache: dict[tuple[int, int], int] = {}
-
-        def mid(a: int, b: int) -> int:
-            key = (min(a, b), max(a, b))
-            if key not in cache:
-                m = np.asarray(verts[a]) + np.asarray(verts[b])
-                verts.append(tuple(m / np.linalg.norm(m)))
-                cache[key] = len(verts) - 1
-            return cache[key]
-
         nf = []
         for a, b, c in f:
-            ab, bc, ca = mid(a, b), mid(b, c), mid(c, a)
+            ab, bc, ca = (_midpoint(verts, cache, i, j) for i, j in ((a, b), (b, c), (c, a)))
             nf += [[a, ab, ca], [b, bc, ab], [c, ca, bc], [ab, bc, ca]]
         f = np.asarray(nf, dtype=np.int64)
     return np.asarray(verts, dtype=np.float64), f
@@ -435,11 +436,10 @@ def erp_sample(erp, u, v):
 
 def erp_sample_dirs(erp, dirs):
     """Bilinear sample of an ERP image (numpy ``(H, W[, C])``) along directions ``(..., 3)``."""
-    img = erp if not isinstance(erp, torch.Tensor) else erp
-    if isinstance(img, torch.Tensor):
-        h, w = img.shape[-2:] if img.ndim == 3 else img.shape
+    if isinstance(erp, torch.Tensor):
+        h, w = erp.shape[-2:]
     else:
-        h, w = np.asarray(img).shape[:2]
+        h, w = np.asarray(erp).shape[:2]
     u, v = dir_to_pixel(dirs, w, h)
     return erp_sample(erp, u, v)
 
