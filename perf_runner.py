@@ -1,0 +1,24 @@
+"""ImmersiveDepth entry point.
+
+    python perf_runner.py --config-name nerf dataset.image_path=example_data/living_room/image.png device.base_exp_dir=exp
+
+See README.md for the modes and outputs; the work happens in ``immersivedepth.runner``.
+"""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from immersivedepth.runner import main as run_main
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="nerf")
+def main(cfg: DictConfig) -> None:
+    code = run_main(cfg)
+    if code:
+        sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""The Hydra entry, run directory, caching and bad-input messages of ``perf_runner.py``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+from immersivedepth import io, runner
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "example_data" / "living_room" / "image.png"
+
+
+def _cfg(overrides):
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        return compose(config_name="nerf", overrides=overrides)
+
+
+@pytest.fixture
+def small_scene(tmp_path):
+    """A 64x32 panorama with its reference distance beside it (the ``<stem>_distance.npy`` rule)."""
+    rng = np.random.default_rng(3)
+    rgb = rng.uniform(0, 1, (32, 64, 3)).astype(np.float32)
+    dist = np.full((32, 64), 2.0, dtype=np.float32)
+    dist[:, 10:20] = 3.0
+    img = tmp_path / "data" / "room.png"
+    io.write_image(img, rgb)
+    np.save(tmp_path / "data" / "room_distance.npy", dist)
+    return img, dist
+
+
+def test_depth_mode_with_reference_writes_the_depth_folder(tmp_path, small_scene):
+    img, dist = small_scene
+    cfg = _cfg([f"dataset.image_path={img}", f"device.base_exp_dir={tmp_path / 'exp'}", "mode=depth"])
+    ctx = runner.run(cfg)
+    run_dir = tmp_path / "exp" / "room" / "default"
+    assert ctx.run_dir == run_dir
+    for name in ("distance.npy", "distance.exr", "distance.png", "normals.npy", "normals.png",
+                 "confidence.npy", "points.ply"):
+        assert (run_dir / "depth" / name).is_file(), name
+    np.testing.assert_array_equal(np.load(run_dir / "depth" / "distance.npy"), dist)
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "log.txt").is_file()
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["stages"]["depth"]["status"] == "done"
+    assert record["stages"]["depth"]["source"] == "reference"
+    assert record["history"][-1]["mode"] == "depth"
+
+
+def test_depth_stage_is_cached_and_recomputed_when_inputs_change(tmp_path, small_scene):
+    img, dist = small_scene
+    over = [f"dataset.image_path={img}", f"device.base_exp_dir={tmp_path / 'exp'}", "mode=depth"]
+    ctx = runner.run(_cfg(over))
+    out = ctx.run_dir / "depth" / "distance.npy"
+    first = out.stat().st_mtime_ns
+    runner.run(_cfg(over))
+    assert out.stat().st_mtime_ns == first, "unchanged inputs must reuse the cached depth stage"
+    np.save(img.parent / "room_distance.npy", dist * 2)
+    runner.run(_cfg(over))
+    assert out.stat().st_mtime_ns != first
+    np.testing.assert_array_equal(np.load(out), dist * 2)
+
+
+def test_scene_name_and_run_dir():
+    assert runner.scene_name_for(Path("a/b/living_room/image.png")) == "living_room"
+    assert runner.scene_name_for(Path("a/pano_01.jpg")) == "pano_01"
+    assert runner.scene_name_for(Path("a/pano_01.jpg"), "mine") == "mine"
+
+
+def test_fingerprint_is_order_independent_for_dicts():
+    assert runner.fingerprint({"a": 1, "b": 2}) == runner.fingerprint({"b": 2, "a": 1})
+    assert runner.fingerprint({"a": 1}) != runner.fingerprint({"a": 2})
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["mode=depth"], "dataset.image_path is not set"),
+        (["mode=depth", "dataset.image_path=/nonexistent/pano.png"], "/nonexistent/pano.png does not exist"),
+        (["mode=paint", "dataset.image_path=X"], "mode='paint' is not a mode"),
+        (["mode=depth", "device.type=tpu", "dataset.image_path=X"], "is not a device"),
+        (["mode=depth", "depth.source=magic", "dataset.image_path=X"], "depth.source='magic' is not a source"),
+        (["mode=depth", "depth.source=reference", "dataset.image_path=X", "dataset.distance_path=/no/dist.npy"],
+         "/no/dist.npy does not exist"),
+    ],
+)
+def test_bad_configuration_messages(tmp_path, small_scene, overrides, message):
+    img, _ = small_scene
+    overrides = [o.replace("=X", f"={img}") for o in overrides] + [f"device.base_exp_dir={tmp_path / 'exp'}"]
+    with pytest.raises((runner.RunError, FileNotFoundError), match=message):
+        runner.run(_cfg(overrides))
+
+
+def test_reference_of_the_wrong_size_is_refused(tmp_path, small_scene):
+    img, _ = small_scene
+    np.save(img.parent / "room_distance.npy", np.ones((16, 32), np.float32))
+    cfg = _cfg([f"dataset.image_path={img}", f"device.base_exp_dir={tmp_path}", "mode=depth"])
+    with pytest.raises(runner.RunError, match=r"is 32x16 but the panorama .* is 64x32"):
+        runner.run(cfg)
+
+
+def test_reference_source_without_reference_is_refused(tmp_path, small_scene):
+    img, _ = small_scene
+    (img.parent / "room_distance.npy").unlink()
+    cfg = _cfg([f"dataset.image_path={img}", f"device.base_exp_dir={tmp_path}", "mode=depth", "depth.source=reference"])
+    with pytest.raises(runner.RunError, match="no reference distance was given or found beside"):
+        runner.run(cfg)
+
+
+def test_cli_reports_errors_without_traceback(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "IMMERSIVEDEPTH_DEBUG"}
+    proc = subprocess.run(
+        [sys.executable, "perf_runner.py", "--config-name", "nerf", "mode=depth",
+         f"dataset.image_path={tmp_path / 'missing.png'}", f"device.base_exp_dir={tmp_path}"],
+        cwd=REPO, capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "missing.png does not exist" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_depth_on_the_bundled_example(tmp_path):
+    if not EXAMPLE.is_file():
+        pytest.skip("bundled example not generated")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "perf_runner.py"), "--config-name", "nerf", "mode=depth",
+         f"dataset.image_path={EXAMPLE}", f"device.base_exp_dir={tmp_path / 'exp'}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    d = np.load(tmp_path / "exp" / "living_room" / "default" / "depth" / "distance.npy")
+    ref = np.load(EXAMPLE.parent / "image_distance.npy")
+    np.testing.assert_array_equal(d, ref)
+    # Hydra wrote nothing beside the run directory
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp"]
