@@ -1,6 +1,7 @@
 """ImmersiveDepth entry point.
 
-    python perf_runner.py --config-name nerf dataset.image_path=example_data/living_room/image.png device.base_exp_dir=exp
+    python perf_runner.py --config-name nerf \
+        dataset.image_path=example_data/living_room/image.png device.base_exp_dir=exp
 
 See README.md for the modes and outputs; the work happens in ``immersivedepth.runner``.
 """
