@@ -1,0 +1,397 @@
+"""Global alignment of per-tile disparities: one sparse robust least-squares problem for all tiles.
+
+Model. Tile ``k`` returns a relative disparity ``d_k(x, y)`` (normalised here by its median). The
+corrected inverse *planar* depth of the tile is
+
+    q_k(x, y) = s_k(x, y) * d_k(x, y) + o_k(x, y)
+
+where ``s_k`` and ``o_k`` are bilinear interpolants of a ``G x G`` grid of unknowns spanning the tile
+image (``G = 1``: a plain per-tile affine map). A direction ``w`` seen by tile ``k`` has inverse *ray
+distance* ``q_k * (w . f_k)`` (``f_k`` the tile's optical axis, since ``depth = distance * (w . f_k)``),
+which must agree for every pair of tiles that see ``w``. That is linear in the unknowns.
+
+Energy (all rows of one sparse linear system, solved by IRLS; the normal equations are assembled from
+dense per-tile-pair blocks (each row touches two tiles) and solved by Cholesky)::
+
+    E = 1/P sum_pairs rho( (p_k - p_l) / ((p_k + p_l) / 2) )          relative disagreement of inverse distance
+      + smooth  * 1/N sum_tiles sum_nodes |D1 s|^2 + |D1 o|^2            first differences of the grids
+      + bending * 1/N sum_tiles sum_nodes |D2 s|^2 + |D2 o|^2            second differences of the grids
+      + rigidity * 1/N sum_tiles sum_nodes (s - mean_k s)^2 + (o - mean_k o)^2
+      + prior * 1/N sum_tiles sum_nodes (s - 1)^2 + o^2                  tiny: tiles with no overlap stay defined
+      + positivity * sum (q < eps * median q) (q - eps * median q)^2    keeps corrected disparity positive
+    subject to mean(s) = 1 (hard constraint, fixes the global scale)
+
+``rho`` is Cauchy or Huber on residuals scaled by ``robust_k * 1.4826 * MAD``. Correspondences are the
+exact ray intersections of a Fibonacci lattice of directions with the tiles (no image matching needed:
+all tiles share the centre of projection).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+import torch
+
+from immersivedepth import sphere
+from immersivedepth.depth.tiles import fibonacci_sphere
+
+__all__ = ["AlignConfig", "AlignResult", "align_tiles", "apply_alignment", "grid_basis", "bilinear_sample"]
+
+
+@dataclass
+class AlignConfig:
+    """Parameters of :func:`align_tiles` (the ``depth.align`` config group)."""
+
+    grid: int = 4  # G: G x G scale/shift nodes per tile (1 = per-tile affine only)
+    samples: int = 20000  # Fibonacci directions used as correspondences
+    border_px: float = 1.0  # ignore tile pixels closer than this to the tile edge
+    smooth: float = 1e-3  # weight of first differences of the grids
+    bending: float = 1e-2  # weight of second differences of the grids
+    rigidity: float = 1e-4  # weight pulling each node to its tile's mean (prefers a per-tile affine map)
+    prior: float = 1e-6  # weight pulling grids to (s=1, o=0): defines tiles without overlap
+    robust: str = "cauchy"  # cauchy | huber | none
+    robust_k: float = 2.5  # robust scale = robust_k * 1.4826 * MAD of residuals
+    robust_min: float = 1e-3  # lower bound of the robust scale (relative residual units)
+    iterations: int = 5  # IRLS iterations
+    positivity: float = 10.0  # weight of the penalty on q < min_disparity * median(q)
+    min_disparity: float = 0.02  # fraction of the median corrected disparity below which q is penalised
+    threads: int | None = 1  # torch threads for the dense normal equations (None: leave torch's setting)
+
+    def __post_init__(self) -> None:
+        if int(self.grid) < 1:
+            raise ValueError(f"depth.align.grid must be >= 1, got {self.grid}")
+        if self.robust not in ("cauchy", "huber", "none"):
+            raise ValueError(f"depth.align.robust must be cauchy, huber or none, got {self.robust!r}")
+        if int(self.samples) < 100:
+            raise ValueError(f"depth.align.samples must be >= 100, got {self.samples}")
+        if int(self.iterations) < 1:
+            raise ValueError(f"depth.align.iterations must be >= 1, got {self.iterations}")
+
+
+@dataclass
+class AlignResult:
+    """Solved corrections. ``scale``/``shift``: ``(N, G, G)`` grids acting on ``disparity / norm``;
+    ``norm`` ``(N,)`` the per-tile median used to normalise; ``info`` diagnostics."""
+
+    scale: np.ndarray
+    shift: np.ndarray
+    norm: np.ndarray
+    info: dict = field(default_factory=dict)
+
+
+def grid_basis(coord: np.ndarray, n_pixels: int, grid: int):
+    """Bilinear 1-D weights of pixel coordinates ``(M,)`` on ``grid`` nodes spanning ``[-0.5, n - 0.5]``.
+
+    Returns ``(i0, i1, f)``: node indices ``(M,)`` and the weight ``f`` of ``i1`` (``1 - f`` of ``i0``).
+    """
+    if grid == 1:
+        z = np.zeros(np.shape(coord), np.int64)
+        return z, z, np.zeros(np.shape(coord))
+    g = np.clip((np.asarray(coord, np.float64) + 0.5) / n_pixels * (grid - 1), 0.0, grid - 1.0)
+    i0 = np.minimum(np.floor(g).astype(np.int64), grid - 2)
+    return i0, i0 + 1, g - i0
+
+
+def bilinear_sample(img: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Bilinear sample of ``img`` ``(H, W)`` at continuous pixel coords (centres at integers), clamped."""
+    h, w = img.shape
+    x = np.clip(x, 0.0, w - 1.0)
+    y = np.clip(y, 0.0, h - 1.0)
+    x0 = np.minimum(np.floor(x).astype(np.int64), w - 2)
+    y0 = np.minimum(np.floor(y).astype(np.int64), h - 2)
+    fx, fy = x - x0, y - y0
+    return (
+        img[y0, x0] * (1 - fx) * (1 - fy)
+        + img[y0, x0 + 1] * fx * (1 - fy)
+        + img[y0 + 1, x0] * (1 - fx) * fy
+        + img[y0 + 1, x0 + 1] * fx * fy
+    )
+
+
+def _upsample_grid(grid: np.ndarray, h: int, w: int) -> np.ndarray:
+    """``(G, G)`` node grid -> ``(h, w)`` bilinear field (same basis as :func:`grid_basis`)."""
+    g = grid.shape[0]
+    if g == 1:
+        return np.full((h, w), grid[0, 0])
+
+    def mat(n):
+        i0, i1, f = grid_basis(np.arange(n), n, g)
+        m = np.zeros((n, g))
+        m[np.arange(n), i0] += 1 - f
+        m[np.arange(n), i1] += f
+        return m
+
+    return mat(h) @ grid @ mat(w).T
+
+
+def apply_alignment(disparity: np.ndarray, result: AlignResult) -> np.ndarray:
+    """Corrected inverse planar depth ``q`` ``(N, h, w)`` of disparities ``(N, h, w)``."""
+    n, h, w = disparity.shape
+    out = np.empty((n, h, w), np.float32)
+    for k in range(n):
+        s = _upsample_grid(result.scale[k], h, w)
+        o = _upsample_grid(result.shift[k], h, w)
+        out[k] = s * (disparity[k] / result.norm[k]) + o
+    return out
+
+
+def _difference_rows(grid: int, n_tiles: int, order: int):
+    """Sparse rows of 1st/2nd differences along both grid axes for every tile's node block."""
+    rows, cols, vals = [], [], []
+    stencil = [-1.0, 1.0] if order == 1 else [1.0, -2.0, 1.0]
+    span = len(stencil)
+    r = 0
+    for k in range(n_tiles):
+        base = k * grid * grid
+        for i in range(grid):
+            for j in range(grid - span + 1):
+                for axis in (0, 1):
+                    for t, c in enumerate(stencil):
+                        ii, jj = (i, j + t) if axis == 0 else (j + t, i)
+                        rows.append(r)
+                        cols.append(base + ii * grid + jj)
+                        vals.append(c)
+                    r += 1
+    return sp.csr_matrix((vals, (rows, cols)), shape=(r, n_tiles * grid * grid))
+
+
+def _observations(cameras, disp, dirs, grid, border_px):
+    """Every (direction, tile) hit: sample index, tile, normalised disparity, axis cosine, node weights."""
+    n_nodes = grid * grid
+    recs = []
+    for k, cam in enumerate(cameras):
+        x, y, valid = cam.project(dirs)
+        h, w = cam.height, cam.width
+        m = border_px - 0.5
+        ok = valid & (x >= m) & (x <= w - 1 - m) & (y >= m) & (y <= h - 1 - m)
+        idx = np.nonzero(ok)[0]
+        if idx.size == 0:
+            continue
+        xs, ys = x[idx], y[idx]
+        d = bilinear_sample(disp[k], xs, ys)
+        good = np.isfinite(d) & (d > 0)
+        idx, xs, ys, d = idx[good], xs[good], ys[good], d[good]
+        c = dirs[idx] @ cam.forward
+        ix0, ix1, fx = grid_basis(xs, w, grid)
+        iy0, iy1, fy = grid_basis(ys, h, grid)
+        nodes = np.stack([iy0 * grid + ix0, iy0 * grid + ix1, iy1 * grid + ix0, iy1 * grid + ix1], 1) + k * n_nodes
+        wts = np.stack([(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx], 1)
+        recs.append((idx, np.full(idx.size, k), d, c, nodes, wts))
+    if not recs:
+        raise ValueError("no tile sees any sample direction: check the tile cameras and disparities")
+    cat = [np.concatenate(r) for r in zip(*recs)]
+    order = np.argsort(cat[0], kind="stable")
+    return [a[order] for a in cat]
+
+
+def _pairs(sample_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """All pairs (i, j), i < j, of observations of the same sample (``sample_idx`` sorted)."""
+    n = sample_idx.size
+    ii, jj = [], []
+    off = 1
+    while off < n:
+        same = sample_idx[off:] == sample_idx[:-off]
+        if not same.any():
+            break
+        i = np.nonzero(same)[0]
+        ii.append(i)
+        jj.append(i + off)
+        off += 1
+    if not ii:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(ii), np.concatenate(jj)
+
+
+def _robust_weights(r: np.ndarray, cfg: AlignConfig) -> np.ndarray:
+    if cfg.robust == "none" or r.size == 0:
+        return np.ones_like(r)
+    c = max(cfg.robust_min, cfg.robust_k * 1.4826 * float(np.median(np.abs(r))))
+    a = np.abs(r) / c
+    if cfg.robust == "cauchy":
+        return 1.0 / (1.0 + a * a)
+    return np.where(a <= 1.0, 1.0, 1.0 / np.maximum(a, 1e-12))
+
+
+def _outer_accumulate(ia: np.ndarray, va: np.ndarray, ib: np.ndarray, vb: np.ndarray, n: int):
+    """``sum_r outer(a_r, b_r)`` of sparse rows given as ids/values ``(R, m)``: dense ``(n, n)`` when small,
+    else a sparse CSR matrix."""
+    vals = (va[:, :, None] * vb[:, None, :]).ravel()
+    if n * n <= 16_000_000:
+        flat = (ia[:, :, None] * n + ib[:, None, :]).ravel()
+        return np.bincount(flat, vals, n * n).reshape(n, n)
+    rows = np.broadcast_to(ia[:, :, None], va.shape + (vb.shape[1],)).ravel()
+    cols = np.broadcast_to(ib[:, None, :], va.shape + (vb.shape[1],)).ravel()
+    return sp.csr_matrix((vals, (rows, cols)), shape=(n, n))
+
+
+def _solve(nmat, rhs: np.ndarray, gvec: np.ndarray) -> np.ndarray:
+    """Minimise the quadratic ``x^T N x / 2 - rhs . x`` subject to ``gvec . x = 1`` (the gauge) via the
+    KKT system ``[[N, g], [g^T, 0]] [x; lam] = [rhs; 1]`` (dense via torch, sparse via SuperLU)."""
+    n = rhs.size
+    b = np.concatenate([rhs, [1.0]])
+    if sp.issparse(nmat):
+        g = sp.csr_matrix(gvec[None, :])
+        kkt = sp.bmat([[nmat, g.T], [g, None]], format="csc")
+        return spla.spsolve(kkt, b)[:n]
+    kkt = np.zeros((n + 1, n + 1))
+    kkt[:n, :n] = nmat
+    kkt[:n, n] = gvec
+    kkt[n, :n] = gvec
+    return torch.linalg.solve(torch.from_numpy(kkt), torch.from_numpy(b)).numpy()[:n]
+
+
+@contextmanager
+def _torch_threads(n: int | None):
+    """Temporarily set torch's intra-op threads (small dense solves are fastest single-threaded,
+    and spinning BLAS threads on a loaded machine can cost 10x)."""
+    if not n:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def align_tiles(
+    cameras: Sequence[sphere.TangentCamera], disparity: np.ndarray, cfg: AlignConfig | None = None
+) -> AlignResult:
+    """Solve the per-tile scale/shift grids. ``disparity`` ``(N, h, w)`` >= 0 (0 = invalid pixel).
+
+    Returns an :class:`AlignResult`; ``info`` has the residuals before/after, the tiles without any
+    overlap (kept at their median normalisation and reported), pairs per tile and the solve time.
+    """
+    cfg = cfg or AlignConfig()
+    with _torch_threads(cfg.threads):
+        return _align_tiles(cameras, disparity, cfg)
+
+
+def _align_tiles(
+    cameras: Sequence[sphere.TangentCamera], disparity: np.ndarray, cfg: AlignConfig
+) -> AlignResult:
+    t0 = time.perf_counter()
+    disp = np.asarray(disparity, np.float64)
+    n = len(cameras)
+    if disp.ndim != 3 or disp.shape[0] != n:
+        raise ValueError(f"align_tiles: disparity has shape {disp.shape}; expected ({n}, h, w) for {n} tiles")
+    norm = np.empty(n)
+    for k in range(n):
+        v = disp[k][np.isfinite(disp[k]) & (disp[k] > 0)]
+        if v.size == 0:
+            raise ValueError(f"align_tiles: tile {k} has no positive disparity")
+        norm[k] = np.median(v)
+    disp = disp / norm[:, None, None]
+    g = int(cfg.grid)
+    n_nodes = g * g
+    n_s = n * n_nodes
+    n_unk = 2 * n_s
+
+    dirs = fibonacci_sphere(int(cfg.samples))
+    sample, tile, d, c, nodes, wts = _observations(cameras, disp, dirs, g, cfg.border_px)
+    n_obs = sample.size
+    # Local dense rows: observation o touches only its tile's 2 G^2 unknowns [s nodes, o nodes];
+    # p_o = c * sum_j w_j (s_j d + o_j) = obs_local[o] . x_local(tile[o]).
+    local_nodes = nodes - (tile * n_nodes)[:, None]
+    obs_local = np.zeros((n_obs, 2 * n_nodes))
+    rows = np.arange(n_obs)
+    for j in range(4):  # += (not =): with G = 1 all four corners are the same node
+        obs_local[rows, local_nodes[:, j]] += wts[:, j] * c * d
+        obs_local[rows, local_nodes[:, j] + n_nodes] += wts[:, j] * c
+    tile_idx = np.stack([np.concatenate([k * n_nodes + np.arange(n_nodes), n_s + k * n_nodes + np.arange(n_nodes)])
+                         for k in range(n)])  # (N, 2 G^2) global unknown ids of each tile
+
+    def predict(xv: np.ndarray) -> np.ndarray:
+        return np.einsum("ij,ij->i", obs_local, xv[tile_idx[tile]])
+
+    pi, pj = _pairs(sample)
+    n_pairs = pi.size
+    pairs_per_tile = np.bincount(np.concatenate([tile[pi], tile[pj]]), minlength=n) if n_pairs else np.zeros(n, int)
+    no_overlap = [int(k) for k in np.nonzero(pairs_per_tile == 0)[0]]
+
+    # constant part of the normal equations: regularisers and prior
+    blocks = []
+    for weight, mat in (
+        (cfg.smooth, _difference_rows(g, n, 1) if g > 1 else None),
+        (cfg.bending, _difference_rows(g, n, 2) if g > 2 else None),
+    ):
+        if mat is not None and weight > 0:
+            blocks.append(np.sqrt(weight / n) * sp.block_diag([mat, mat]))
+    if cfg.rigidity > 0 and g > 1:
+        centre = sp.kron(sp.eye(n), sp.eye(n_nodes) - np.full((n_nodes, n_nodes), 1.0 / n_nodes))
+        blocks.append(np.sqrt(cfg.rigidity / n) * sp.block_diag([centre, centre]))
+    n_const = sp.csr_matrix((n_unk, n_unk))
+    for blk in blocks:
+        n_const = n_const + (blk.T @ blk)
+    n_const = (n_const + sp.eye(n_unk) * (cfg.prior / n)).tocsr()
+    if n_unk * n_unk <= 16_000_000:
+        n_const = n_const.toarray()
+    b_const = np.concatenate([np.full(n_s, cfg.prior / n), np.zeros(n_s)])
+    gvec = np.concatenate([np.full(n_s, 1.0 / n_s), np.zeros(n_s)])  # hard constraint gvec . x = 1
+
+    # the 8 non-zeros of every observation row: global unknown ids and values
+    gid = np.concatenate([nodes, nodes + n_s], axis=1)
+    gval = np.concatenate([wts * (c * d)[:, None], wts * c[:, None]], axis=1)
+    x = np.concatenate([np.ones(n_s), np.zeros(n_s)])
+    pos_obs = np.zeros(0, np.int64)
+    res_before = None
+    rel = np.zeros(0)
+    w_rob = np.ones(n_pairs)
+    q_local = obs_local / c[:, None]  # rows giving q (inverse planar depth) instead of p
+    for _ in range(int(cfg.iterations)):
+        p = predict(x)
+        p1, p2 = p[pi], p[pj]
+        denom = np.maximum(0.5 * (np.abs(p1) + np.abs(p2)), 1e-6)
+        rel = (p1 - p2) / denom
+        if res_before is None:
+            res_before = float(np.median(np.abs(rel))) if n_pairs else 0.0
+        w_rob = _robust_weights(rel, cfg)
+        row_w = w_rob / max(n_pairs, 1) / denom**2
+        # sum_p w_p (u_i - u_j)(u_i - u_j)^T = sum_i W_i u_i u_i^T - sum_p w_p (u_i u_j^T + u_j u_i^T),
+        # accumulated over the 8 non-zeros of each observation row
+        w_obs = np.bincount(pi, row_w, n_obs) + np.bincount(pj, row_w, n_obs)
+        diag = _outer_accumulate(gid, gval * np.sqrt(w_obs)[:, None], gid, gval * np.sqrt(w_obs)[:, None], n_unk)
+        cross = _outer_accumulate(gid[pi], gval[pi] * row_w[:, None], gid[pj], gval[pj], n_unk)
+        nmat = n_const + diag - cross - cross.T
+        rhs = b_const.copy()
+        if pos_obs.size:
+            q = np.einsum("ij,ij->i", q_local, x[tile_idx[tile]])
+            target = cfg.min_disparity * float(np.median(q))
+            wp = cfg.positivity / pos_obs.size
+            qv = gval[pos_obs] / c[pos_obs, None]
+            nmat = nmat + _outer_accumulate(gid[pos_obs], wp * qv, gid[pos_obs], qv, n_unk)
+            np.add.at(rhs, gid[pos_obs].ravel(), (wp * target * qv).ravel())
+        x = _solve(nmat, rhs, gvec)
+        q = np.einsum("ij,ij->i", q_local, x[tile_idx[tile]])
+        low = np.nonzero(q < cfg.min_disparity * float(np.median(q)))[0]
+        pos_obs = np.union1d(pos_obs, low)
+
+    p = predict(x)
+    if n_pairs:
+        denom = np.maximum(0.5 * (np.abs(p[pi]) + np.abs(p[pj])), 1e-6)
+        rel = (p[pi] - p[pj]) / denom
+    scale = x[:n_s].reshape(n, g, g)
+    shift = x[n_s:].reshape(n, g, g)
+    info = {
+        "align_tiles": n,
+        "align_grid": g,
+        "align_observations": int(n_obs),
+        "align_pairs": int(n_pairs),
+        "align_pairs_per_tile": pairs_per_tile.tolist(),
+        "tiles_without_overlap": no_overlap,
+        "align_residual_before": res_before,
+        "align_residual_after": float(np.median(np.abs(rel))) if n_pairs else 0.0,
+        "align_outlier_fraction": float(np.mean(w_rob < 0.5)) if n_pairs else 0.0,
+        "align_positivity_rows": int(pos_obs.size),
+        "tile_scale": (scale.mean(axis=(1, 2)) / norm).tolist(),
+        "tile_shift": shift.mean(axis=(1, 2)).tolist(),
+        "align_time": time.perf_counter() - t0,
+    }
+    return AlignResult(scale=scale, shift=shift, norm=norm, info=info)

@@ -1,0 +1,230 @@
+"""An exact "depth model" for tests and benchmarks, plus a tiny analytic box room.
+
+:class:`OracleDepthModel` renders the true planar depth of a synthetic scene for each tile camera it is
+called with, converts it to disparity (``1 / depth``) and then distorts it on purpose, the way monocular
+networks are wrong: a random per-tile affine map (scale and shift), a smooth low-frequency multiplicative
+warp, an optional edge blur and multiplicative noise. Every distortion is configurable and seeded per tile
+(the seed mixes ``seed`` with the tile's camera, so results do not depend on batching or tile order).
+
+:class:`BoxRoomScene` is a closed-form scene (a room plus a few boxes) with the same ``render_camera`` /
+``render_panorama`` interface as ``immersivedepth.eval.synthetic``; it needs nothing else and is used
+when ``scene="box"``.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from immersivedepth import sphere
+
+__all__ = ["BoxRoomScene", "OracleDepthModel", "load_scene"]
+
+
+class BoxRoomScene:
+    """A room ``[lo, hi]`` (metres, containing the origin) with axis-aligned boxes inside, ray cast exactly.
+
+    ``boxes``: sequence of ``(min (3,), max (3,))``. Colours are a procedural checker pattern per surface
+    so that the panorama has texture.
+    """
+
+    def __init__(
+        self,
+        lo: Sequence[float] = (-2.5, -1.4, -3.0),
+        hi: Sequence[float] = (3.0, 1.3, 2.2),
+        boxes: Sequence[tuple[Sequence[float], Sequence[float]]] = (
+            ((0.8, -1.4, -2.2), (1.8, -0.4, -1.2)),
+            ((-2.0, -1.4, 0.6), (-1.2, 0.2, 1.5)),
+        ),
+    ) -> None:
+        self.lo = np.asarray(lo, dtype=np.float64)
+        self.hi = np.asarray(hi, dtype=np.float64)
+        self.boxes = [(np.asarray(a, np.float64), np.asarray(b, np.float64)) for a, b in boxes]
+
+    @property
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.lo.copy(), self.hi.copy()
+
+    def cast(self, origins: np.ndarray, dirs: np.ndarray) -> dict[str, np.ndarray]:
+        """Rays ``(N, 3)`` -> distance ``(N,)``, rgb ``(N, 3)``, normal ``(N, 3)`` (facing the ray), object_id."""
+        o = np.asarray(origins, np.float64)
+        d = np.asarray(dirs, np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inv = 1.0 / np.where(np.abs(d) < 1e-12, 1e-12, d)
+        t1, t2 = (self.lo - o) * inv, (self.hi - o) * inv
+        tmax = np.maximum(t1, t2)
+        t = tmax.min(axis=1)
+        axis = tmax.argmin(axis=1)
+        obj = np.zeros(len(o), np.int64)
+        for k, (a, b) in enumerate(self.boxes, start=1):
+            s1, s2 = (a - o) * inv, (b - o) * inv
+            near = np.minimum(s1, s2)
+            tn, tf = near.max(axis=1), np.maximum(s1, s2).min(axis=1)
+            hit = (tn <= tf) & (tn > 1e-6) & (tn < t)
+            t = np.where(hit, tn, t)
+            axis = np.where(hit, near.argmax(axis=1), axis)
+            obj = np.where(hit, k, obj)
+        p = o + t[:, None] * d
+        normal = np.zeros_like(p)
+        normal[np.arange(len(p)), axis] = -np.sign(d[np.arange(len(p)), axis])
+        check = (np.floor(p * 2.0).sum(axis=1) % 2).astype(np.float64)
+        base = np.array([[0.8, 0.7, 0.6], [0.4, 0.6, 0.8], [0.7, 0.4, 0.4]])[axis] * (0.6 + 0.4 * (obj[:, None] == 0))
+        rgb = np.clip(base * (0.55 + 0.45 * check[:, None]), 0.0, 1.0)
+        return {"distance": t, "rgb": rgb.astype(np.float32), "normal": normal, "object_id": obj}
+
+    def render_camera(self, camera: sphere.TangentCamera, position=(0.0, 0.0, 0.0)) -> dict[str, np.ndarray]:
+        """rgb ``(h, w, 3)``, planar depth ``(h, w)``, distance ``(h, w)``, normal ``(h, w, 3)`` of a tile camera."""
+        dirs = camera.rays().reshape(-1, 3)
+        hit = self.cast(np.broadcast_to(np.asarray(position, np.float64), dirs.shape), dirs)
+        shape = (camera.height, camera.width)
+        dist = hit["distance"].reshape(shape)
+        depth = dist / camera.ray_norm_factor()
+        return {
+            "rgb": hit["rgb"].reshape(shape + (3,)),
+            "depth": depth.astype(np.float32),
+            "distance": dist.astype(np.float32),
+            "normal": hit["normal"].reshape(shape + (3,)).astype(np.float32),
+        }
+
+    def render_panorama(self, height: int, width: int, position=(0.0, 0.0, 0.0)) -> dict[str, np.ndarray]:
+        """ERP rgb ``(H, W, 3)``, distance ``(H, W)``, normal ``(H, W, 3)``."""
+        dirs = sphere.erp_directions(height, width, np.float64).reshape(-1, 3)
+        hit = self.cast(np.broadcast_to(np.asarray(position, np.float64), dirs.shape), dirs)
+        return {
+            "rgb": hit["rgb"].reshape(height, width, 3),
+            "distance": hit["distance"].reshape(height, width).astype(np.float32),
+            "normal": hit["normal"].reshape(height, width, 3).astype(np.float32),
+        }
+
+
+def load_scene(scene):
+    """A scene object from a name: ``"box"`` -> :class:`BoxRoomScene`, any other name ->
+    ``immersivedepth.eval.synthetic.make_scene(name)``. Objects with ``render_camera`` pass through."""
+    if hasattr(scene, "render_camera"):
+        return scene
+    if scene == "box":
+        return BoxRoomScene()
+    try:
+        from immersivedepth.eval.synthetic import make_scene
+    except ImportError as exc:
+        raise ValueError(
+            f"oracle scene {scene!r} needs immersivedepth.eval.synthetic, which cannot be imported ({exc}); "
+            "use scene='box' for the built-in analytic room"
+        ) from exc
+    return make_scene(scene)
+
+
+def _smooth_warp(h: int, w: int, rng: np.random.Generator, frequency: float, n_waves: int = 3) -> np.ndarray:
+    """Smooth field ``(h, w)`` with max |f| = 1: a sum of plane waves of ``frequency`` cycles per tile width."""
+    y, x = np.meshgrid((np.arange(h) + 0.5) / w, (np.arange(w) + 0.5) / w, indexing="ij")
+    f = np.zeros((h, w))
+    for _ in range(n_waves):
+        ang = rng.uniform(0, 2 * math.pi)
+        ph = rng.uniform(0, 2 * math.pi)
+        f += np.cos(2 * math.pi * frequency * (x * math.cos(ang) + y * math.sin(ang)) + ph)
+    m = np.abs(f).max()
+    return f / m if m > 0 else f
+
+
+class OracleDepthModel:
+    """Exact planar depth of a synthetic scene per tile, returned as deliberately distorted disparity.
+
+    Call: ``model(tiles (B,3,H,W), *, K (B,3,3), R (B,3,3)) -> (B,H,W)`` float32 disparity (``tiles`` are
+    only used for their shape). Per tile (seeded by ``seed`` and the camera): disparity ``1/depth``,
+    Gaussian blur of ``blur_sigma`` tile pixels, times ``1 + warp_amplitude * f(x, y)`` with ``f`` a smooth
+    field of ``warp_frequency`` cycles per tile (max |f| = 1), then ``scale * d + shift * median(scale * d)``
+    with ``log(scale)`` uniform in ``log(scale_range)`` and ``shift`` uniform in ``shift_range``, then
+    times ``1 + noise * N(0, 1)``, clipped at 0.
+    """
+
+    def __init__(
+        self,
+        scene="living_room",
+        position: Sequence[float] = (0.0, 0.0, 0.0),
+        scale_range: Sequence[float] = (0.5, 2.0),
+        shift_range: Sequence[float] = (0.0, 0.5),
+        warp_amplitude: float = 0.0,
+        warp_frequency: float = 0.5,
+        noise: float = 0.0,
+        blur_sigma: float = 0.0,
+        seed: int = 0,
+        input_size: int | Sequence[int] = 256,
+    ) -> None:
+        if len(scale_range) != 2 or not 0 < scale_range[0] <= scale_range[1]:
+            raise ValueError(f"oracle scale_range must be (lo, hi) with 0 < lo <= hi, got {scale_range}")
+        if len(shift_range) != 2 or not 0 <= shift_range[0] <= shift_range[1]:
+            raise ValueError(f"oracle shift_range must be (lo, hi) with 0 <= lo <= hi, got {shift_range}")
+        if not 0 <= warp_amplitude < 1:
+            raise ValueError(f"oracle warp_amplitude must lie in [0, 1), got {warp_amplitude}")
+        if noise < 0 or blur_sigma < 0:
+            raise ValueError(f"oracle noise and blur_sigma must be >= 0, got {noise}, {blur_sigma}")
+        self._scene_spec = scene
+        self._scene = None
+        self.position = tuple(float(p) for p in position)
+        self.scale_range = tuple(float(s) for s in scale_range)
+        self.shift_range = tuple(float(s) for s in shift_range)
+        self.warp_amplitude = float(warp_amplitude)
+        self.warp_frequency = float(warp_frequency)
+        self.noise = float(noise)
+        self.blur_sigma = float(blur_sigma)
+        self.seed = int(seed)
+        self.input_size = input_size if isinstance(input_size, int) else tuple(int(s) for s in input_size)
+
+    @property
+    def scene(self):
+        if self._scene is None:
+            self._scene = load_scene(self._scene_spec)
+        return self._scene
+
+    def _tile_rng(self, R: np.ndarray, K: np.ndarray) -> np.random.Generator:
+        key = np.round(np.concatenate([R.ravel(), K.ravel()]), 5).astype(np.float64).tobytes()
+        return np.random.default_rng([self.seed, zlib.crc32(key)])
+
+    def true_disparity(self, K: np.ndarray, R: np.ndarray, height: int, width: int) -> np.ndarray:
+        """Undistorted ``1 / planar depth`` ``(height, width)`` float64 of one tile camera."""
+        cam = sphere.TangentCamera(R=np.asarray(R, np.float64), K=np.asarray(K, np.float64), height=height, width=width)
+        depth = np.asarray(self.scene.render_camera(cam, position=self.position)["depth"], np.float64)
+        return 1.0 / np.maximum(depth, 1e-9)
+
+    def distort(self, disp: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Apply this oracle's distortions to one tile's disparity ``(h, w)`` using ``rng``."""
+        h, w = disp.shape
+        d = disp.astype(np.float64)
+        if self.blur_sigma > 0:
+            d = cv2.GaussianBlur(d, (0, 0), self.blur_sigma, borderType=cv2.BORDER_REFLECT)
+        warp = _smooth_warp(h, w, rng, self.warp_frequency)
+        if self.warp_amplitude > 0:
+            d = d * (1.0 + self.warp_amplitude * warp)
+        lo, hi = self.scale_range
+        scale = math.exp(rng.uniform(math.log(lo), math.log(hi)))
+        shift = rng.uniform(*self.shift_range)
+        d = scale * d
+        d = d + shift * float(np.median(d))
+        eps = rng.standard_normal(d.shape)
+        if self.noise > 0:
+            d = d * (1.0 + self.noise * eps)
+        return np.maximum(d, 0.0)
+
+    def __call__(self, tiles: torch.Tensor, *, K: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
+        if tiles.ndim != 4:
+            raise ValueError(f"OracleDepthModel expects tiles (B,3,H,W), got shape {tuple(tiles.shape)}")
+        b, _, h, w = tiles.shape
+        Kn = torch.as_tensor(K).detach().cpu().double().numpy().reshape(b, 3, 3)
+        Rn = torch.as_tensor(R).detach().cpu().double().numpy().reshape(b, 3, 3)
+        out = np.empty((b, h, w), np.float32)
+        for i in range(b):
+            rng = self._tile_rng(Rn[i], Kn[i])
+            out[i] = self.distort(self.true_disparity(Kn[i], Rn[i], h, w), rng)
+        return torch.from_numpy(out).to(tiles.device)
+
+    def __repr__(self) -> str:
+        return (
+            f"OracleDepthModel(scene={self._scene_spec!r}, scale_range={self.scale_range}, "
+            f"shift_range={self.shift_range}, warp_amplitude={self.warp_amplitude}, noise={self.noise}, "
+            f"blur_sigma={self.blur_sigma}, seed={self.seed}, input_size={self.input_size})"
+        )

@@ -1,0 +1,65 @@
+"""Files of the depth stage (``<run>/depth/``), all written atomically through :mod:`immersivedepth.io`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from immersivedepth import io
+from immersivedepth.depth.normals import distance_to_points
+
+__all__ = ["DEPTH_FILES", "write_depth_outputs", "depth_point_cloud"]
+
+DEPTH_FILES = (
+    "distance.npy", "distance.exr", "distance.png", "normals.npy", "normals.png", "confidence.npy", "points.ply",
+)
+
+
+def depth_point_cloud(rgb: np.ndarray, distance: np.ndarray, normals: np.ndarray | None = None, *,
+                      point_stride: int = 2):
+    """Points ``(N, 3)`` world units, colours ``(N, 3)`` float, normals ``(N, 3)`` or None, of every
+    ``point_stride``-th valid ERP pixel (rows and columns)."""
+    if point_stride < 1:
+        raise ValueError(f"point_stride must be >= 1, got {point_stride}")
+    d = np.asarray(distance, np.float64)[::point_stride, ::point_stride]
+    h, w = np.shape(distance)
+    valid = np.isfinite(d) & (d > 0)
+    pts = distance_to_points(np.where(np.isfinite(np.asarray(distance)), distance, 0.0))
+    pts = pts[::point_stride, ::point_stride][valid]
+    col = np.asarray(rgb, np.float32)[::point_stride, ::point_stride][valid]
+    nrm = None if normals is None else np.asarray(normals, np.float32)[::point_stride, ::point_stride][valid]
+    return pts.astype(np.float32), col, nrm
+
+
+def write_depth_outputs(out_dir, rgb: np.ndarray, distance: np.ndarray, normals: np.ndarray,
+                        confidence: np.ndarray, *, point_stride: int = 2) -> dict[str, Path]:
+    """Write :data:`DEPTH_FILES` into ``out_dir`` and return ``{name: path}``.
+
+    ``rgb`` ``(H, W, 3)`` float [0, 1]; ``distance`` ``(H, W)`` world units (0 = invalid); ``normals``
+    ``(H, W, 3)``; ``confidence`` ``(H, W)`` in [0, 1]. ``points.ply`` holds every ``point_stride``-th valid
+    pixel with its colour and normal.
+    """
+    out = Path(out_dir)
+    distance = np.asarray(distance, np.float32)
+    if distance.ndim != 2:
+        raise ValueError(f"write_depth_outputs: distance has shape {distance.shape}; expected (H, W)")
+    hw = distance.shape
+    for name, arr, shape in (("rgb", rgb, hw + (3,)), ("normals", normals, hw + (3,)), ("confidence", confidence, hw)):
+        if np.shape(arr) != shape:
+            raise ValueError(f"write_depth_outputs: {name} has shape {np.shape(arr)}; expected {shape}")
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {n: out / n for n in DEPTH_FILES}
+    io.write_distance(paths["distance.npy"], distance)
+    io.write_distance(paths["distance.exr"], distance)
+    io.write_distance(paths["distance.png"], distance, log=True)
+    n32 = np.asarray(normals, np.float32)
+    with io.atomic_path(paths["normals.npy"]) as tmp, open(tmp, "wb") as f:
+        np.save(f, n32)
+    nvalid = np.linalg.norm(n32, axis=-1, keepdims=True) > 0
+    io.write_image(paths["normals.png"], np.where(nvalid, (n32 + 1.0) * 0.5, 0.0))
+    with io.atomic_path(paths["confidence.npy"]) as tmp, open(tmp, "wb") as f:
+        np.save(f, np.clip(np.asarray(confidence, np.float32), 0.0, 1.0))
+    pts, col, nrm = depth_point_cloud(rgb, distance, n32, point_stride=point_stride)
+    io.write_ply(paths["points.ply"], pts, colors=col, normals=nrm)
+    return paths

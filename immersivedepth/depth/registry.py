@@ -1,0 +1,137 @@
+"""Build the depth models named in ``depth.models``: preset names or ``_target_`` configs.
+
+Presets defined here are the exact oracles used by tests and benchmarks (``oracle``, ``oracle_noisy``,
+``oracle_warped``, ``oracle_blurred``, and ``oracle_box`` on the built-in analytic room); every other name
+goes to ``immersivedepth.depth.models.build_preset`` (the real networks, e.g. ``dav2_vitl`` and
+``midas_beit_l512``). A mapping with ``_target_`` is instantiated with Hydra, e.g.
+``'depth.models=[{_target_: mypkg.MyModel, scale: 2}]'``; an optional ``name`` key names it in logs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["ORACLE_PRESETS", "DepthModelError", "available_presets", "build_depth_models"]
+
+
+class DepthModelError(ValueError):
+    """A depth model entry cannot be built, or a model returned unusable output."""
+
+
+ORACLE_PRESETS: dict[str, dict[str, Any]] = {
+    # exact disparity up to a random per-tile affine map
+    "oracle": {"noise": 0.0, "warp_amplitude": 0.0},
+    # + 1% multiplicative noise
+    "oracle_noisy": {"noise": 0.01, "warp_amplitude": 0.0},
+    # + 1% noise and +-10% smooth warps per tile
+    "oracle_warped": {"noise": 0.01, "warp_amplitude": 0.1},
+    # edge-blurred (Gaussian of 2 tile pixels) + 1% noise
+    "oracle_blurred": {"noise": 0.01, "blur_sigma": 2.0},
+    # the analytic box room, exact up to the per-tile affine map (needs no scene module)
+    "oracle_box": {"scene": "box"},
+}
+
+
+def _network_presets() -> tuple[list[str], Exception | None]:
+    try:
+        from immersivedepth.depth import models as netmod
+    except Exception as exc:  # noqa: BLE001 - report why the networks are unavailable
+        return [], exc
+    for attr in ("available_presets", "list_presets"):
+        fn = getattr(netmod, attr, None)
+        if callable(fn):
+            return sorted(fn()), None
+    for attr in ("PRESETS", "MODEL_PRESETS"):
+        table = getattr(netmod, attr, None)
+        if isinstance(table, Mapping):
+            return sorted(table), None
+    return [], None
+
+
+def available_presets() -> list[str]:
+    """Every preset name that :func:`build_depth_models` accepts."""
+    nets, _ = _network_presets()
+    return sorted(set(ORACLE_PRESETS) | set(nets))
+
+
+def _to_plain(entry: Any) -> Any:
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+    except ImportError:  # pragma: no cover - omegaconf ships with hydra-core
+        return entry
+    if isinstance(entry, DictConfig | ListConfig):
+        return OmegaConf.to_container(entry, resolve=True)
+    return entry
+
+
+def _build_preset(name: str, checkpoint_dir, device: str):
+    if name in ORACLE_PRESETS:
+        from immersivedepth.depth.oracle import OracleDepthModel
+
+        return OracleDepthModel(**ORACLE_PRESETS[name])
+    nets, why = _network_presets()
+    try:
+        from immersivedepth.depth.models import build_preset
+    except ImportError as exc:
+        raise DepthModelError(
+            f"depth model preset {name!r} is not an oracle preset and the network presets cannot be loaded "
+            f"({why or exc}); available presets: {', '.join(available_presets())}"
+        ) from exc
+    if nets and name not in nets:
+        raise DepthModelError(
+            f"unknown depth model preset {name!r}; available presets: {', '.join(available_presets())} "
+            "(or give a config with _target_)"
+        )
+    try:
+        return build_preset(name, checkpoint_dir=checkpoint_dir, device=device)
+    except KeyError as exc:
+        raise DepthModelError(
+            f"unknown depth model preset {name!r}; available presets: {', '.join(available_presets())} "
+            "(or give a config with _target_)"
+        ) from exc
+
+
+def build_depth_models(entries, *, checkpoint_dir=None, device: str = "cpu") -> list[tuple[str, Any]]:
+    """``entries`` (a preset name, a ``_target_`` mapping, or a list of these; OmegaConf or plain) ->
+    ``[(name, model), ...]`` where each model is callable as ``model(tiles, *, K, R)``."""
+    entries = _to_plain(entries)
+    if isinstance(entries, str | Mapping):
+        entries = [entries]
+    if not isinstance(entries, Sequence) or len(entries) == 0:
+        raise DepthModelError(
+            f"depth.models must be a non-empty list of preset names or _target_ configs, got {entries!r}; "
+            f"available presets: {', '.join(available_presets())}"
+        )
+    out: list[tuple[str, Any]] = []
+    names: set[str] = set()
+    for i, entry in enumerate(entries):
+        entry = _to_plain(entry)
+        if isinstance(entry, str):
+            name, model = entry, _build_preset(entry, checkpoint_dir, device)
+        elif isinstance(entry, Mapping):
+            if "_target_" not in entry:
+                raise DepthModelError(
+                    f"depth.models[{i}] is a mapping without _target_ ({dict(entry)}); give a preset name "
+                    f"({', '.join(available_presets())}) or a config with _target_"
+                )
+            from hydra.utils import instantiate
+
+            cfg = dict(entry)
+            name = str(cfg.pop("name", None) or str(cfg["_target_"]).rsplit(".", 1)[-1])
+            try:
+                model = instantiate(cfg)
+            except Exception as exc:
+                raise DepthModelError(f"depth.models[{i}]: cannot instantiate {cfg['_target_']!r}: {exc}") from exc
+        else:
+            raise DepthModelError(
+                f"depth.models[{i}] = {entry!r} is neither a preset name nor a mapping with _target_"
+            )
+        if not callable(model):
+            raise DepthModelError(f"depth model {name!r} is not callable as model(tiles, *, K, R)")
+        base, k = name, 2
+        while name in names:
+            name, k = f"{base}_{k}", k + 1
+        names.add(name)
+        out.append((name, model))
+    return out

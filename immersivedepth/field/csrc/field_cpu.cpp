@@ -1,0 +1,689 @@
+// Fused CPU kernels for the radiance field's hot path (ImmersiveDepth).
+//
+//  * hashgrid_forward / hashgrid_backward: multiresolution hash encoding with
+//    tiny-cuda-nn's exact semantics (see immersivedepth/field/encodings.py for the
+//    formula; per-level scale / resolution / size / offset / dense flag are computed
+//    once in Python and passed in, so every backend uses identical numbers).
+//    Table layout = tcnn's flat parameter vector: entry (offset[l] + index) * F + f.
+//  * mlp_forward / mlp_backward: a small fully connected network evaluated in
+//    row chunks that stay in L1/L2; the backward pass recomputes the hidden
+//    activations chunk by chunk instead of storing (N, width) tensors.
+//
+// Speed notes (CPU, random access into a table far larger than the caches):
+//  * points are processed in small blocks; for each level the corner indices and
+//    weights of the whole block are computed first and their cache lines prefetched,
+//    then gathered / scattered, so many memory accesses are in flight at once;
+//  * power-of-two level sizes use a mask instead of a 32-bit modulo;
+//  * large outputs (features, table gradient) are fresh anonymous mmaps advised as
+//    transparent huge pages: already zero, and faulted in 2 MB pieces instead of 4 KB.
+//
+// Parallelism uses at::parallel_for (torch's own OpenMP runtime and thread count).
+// Every reduction happens in a fixed order for a given thread count, so results are
+// deterministic run to run (no atomics).
+
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#define IMMERSIVEDEPTH_HAVE_MMAP 1
+#endif
+
+namespace {
+
+// ---------------------------------------------------------------------------
+// Allocation
+// ---------------------------------------------------------------------------
+
+constexpr int64_t kHugeThresholdBytes = int64_t(2) << 20;
+constexpr size_t kHugePage = size_t(2) << 20;
+
+// A float32 tensor of `numel` zeros. Large ones come from a fresh anonymous mapping
+// (zero-filled by the kernel) advised for transparent huge pages.
+at::Tensor alloc_zeros(at::IntArrayRef sizes, const at::TensorOptions& opts) {
+  int64_t numel = 1;
+  for (auto s : sizes) numel *= s;
+  const int64_t bytes = numel * static_cast<int64_t>(sizeof(float));
+#ifdef IMMERSIVEDEPTH_HAVE_MMAP
+  if (bytes >= kHugeThresholdBytes) {
+    const size_t rounded = (static_cast<size_t>(bytes) + kHugePage - 1) / kHugePage * kHugePage;
+    const size_t len = rounded + kHugePage;
+    void* raw = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw != MAP_FAILED) {
+      const uintptr_t aligned = (reinterpret_cast<uintptr_t>(raw) + kHugePage - 1) / kHugePage * kHugePage;
+#ifdef MADV_HUGEPAGE
+      madvise(reinterpret_cast<void*>(aligned), rounded, MADV_HUGEPAGE);
+#endif
+      return torch::from_blob(
+          reinterpret_cast<void*>(aligned), sizes, [raw, len](void*) { munmap(raw, len); },
+          opts.dtype(at::kFloat).device(at::kCPU));
+    }
+  }
+#endif
+  return at::zeros(sizes, opts.dtype(at::kFloat));
+}
+
+// ---------------------------------------------------------------------------
+// Hash grid
+// ---------------------------------------------------------------------------
+
+constexpr uint32_t kPrimes[3] = {1u, 2654435761u, 805459861u};
+constexpr int kBlock = 32;  // points whose corners are resolved (and prefetched) together
+
+struct LevelInfo {
+  float scale;
+  uint32_t resolution;
+  uint32_t size;    // hashmap_size = offset[l+1] - offset[l] (entries)
+  uint32_t offset;  // first entry of the level
+  bool dense;
+  bool pow2;        // size is a power of two -> index & (size - 1)
+};
+
+template <int D>
+inline uint32_t grid_index(const LevelInfo& lv, const uint32_t* pos) {
+  uint32_t index;
+  if (lv.dense) {
+    uint32_t stride = 1;
+    index = 0;
+    for (int d = 0; d < D; ++d) {
+      index += pos[d] * stride;  // uint32 arithmetic, wraps exactly like tcnn
+      stride *= lv.resolution;
+    }
+  } else {
+    index = 0;
+    for (int d = 0; d < D; ++d) index ^= pos[d] * kPrimes[d];
+  }
+  return lv.pow2 ? (index & (lv.size - 1)) : (index % lv.size);
+}
+
+// Clamp to [0, 1]; returns false for non-finite input.
+inline bool clamp01(float v, float* out) {
+  if (!std::isfinite(v)) return false;
+  *out = v < 0.f ? 0.f : (v > 1.f ? 1.f : v);
+  return true;
+}
+
+// Corner indices (entries, relative to the level) and trilinear weights of one point in one level.
+// frac gets tcnn's fractional position (linear interpolation: pos = fma(scale, x, 0.5)).
+template <int D>
+inline void level_corners(const LevelInfo& lv, const float* xi, uint32_t* idx, float* w, float* frac) {
+  uint32_t cell[D];
+  for (int d = 0; d < D; ++d) {
+    const float p = std::fma(lv.scale, xi[d], 0.5f);
+    const float fl = std::floor(p);
+    cell[d] = static_cast<uint32_t>(static_cast<int>(fl));
+    frac[d] = p - fl;
+  }
+  for (int c = 0; c < (1 << D); ++c) {
+    float wc = 1.f;
+    uint32_t loc[D];
+    for (int d = 0; d < D; ++d) {
+      if (c & (1 << d)) {
+        wc *= frac[d];
+        loc[d] = cell[d] + 1;
+      } else {
+        wc *= 1.f - frac[d];
+        loc[d] = cell[d];
+      }
+    }
+    idx[c] = grid_index<D>(lv, loc);
+    w[c] = wc;
+  }
+}
+
+std::vector<LevelInfo> make_levels(const at::Tensor& scales, const at::Tensor& resolutions, const at::Tensor& offsets,
+                                   const at::Tensor& dense) {
+  const int64_t L = scales.size(0);
+  TORCH_CHECK(L >= 1 && resolutions.size(0) == L && dense.size(0) == L && offsets.size(0) == L + 1,
+              "hashgrid: level metadata has inconsistent lengths");
+  auto s = scales.contiguous().to(at::kFloat);
+  auto r = resolutions.contiguous().to(at::kLong);
+  auto o = offsets.contiguous().to(at::kLong);
+  auto dn = dense.contiguous().to(at::kBool);
+  std::vector<LevelInfo> levels(L);
+  for (int64_t l = 0; l < L; ++l) {
+    LevelInfo& lv = levels[l];
+    lv.scale = s.data_ptr<float>()[l];
+    lv.resolution = static_cast<uint32_t>(r.data_ptr<int64_t>()[l]);
+    lv.offset = static_cast<uint32_t>(o.data_ptr<int64_t>()[l]);
+    lv.size = static_cast<uint32_t>(o.data_ptr<int64_t>()[l + 1] - o.data_ptr<int64_t>()[l]);
+    lv.dense = dn.data_ptr<bool>()[l];
+    lv.pow2 = (lv.size & (lv.size - 1)) == 0;
+    TORCH_CHECK(lv.size > 0, "hashgrid: level ", l, " has an empty table");
+  }
+  return levels;
+}
+
+template <int D, int F>
+void encode_forward(const float* x, const float* table, float* out, int64_t N, const std::vector<LevelInfo>& levels,
+                    bool* bad) {
+  const int L = static_cast<int>(levels.size());
+  constexpr int NC = 1 << D;
+  std::atomic<bool> any_bad{false};
+  at::parallel_for(0, (N + kBlock - 1) / kBlock, 16, [&](int64_t bb, int64_t be) {
+    float xi[kBlock][D];
+    uint32_t idx[kBlock][NC];
+    float w[kBlock][NC];
+    float frac[D];
+    for (int64_t blk = bb; blk < be; ++blk) {
+      const int64_t i0 = blk * kBlock;
+      const int nb = static_cast<int>(std::min<int64_t>(kBlock, N - i0));
+      bool ok = true;
+      for (int j = 0; j < nb; ++j)
+        for (int d = 0; d < D; ++d) ok &= clamp01(x[(i0 + j) * D + d], &xi[j][d]);
+      if (!ok) {
+        any_bad.store(true, std::memory_order_relaxed);
+        return;
+      }
+      for (int l = 0; l < L; ++l) {
+        const LevelInfo& lv = levels[l];
+        const float* tl = table + static_cast<int64_t>(lv.offset) * F;
+        for (int j = 0; j < nb; ++j) {
+          level_corners<D>(lv, xi[j], idx[j], w[j], frac);
+          for (int c = 0; c < NC; ++c) __builtin_prefetch(tl + static_cast<int64_t>(idx[j][c]) * F, 0, 1);
+        }
+        for (int j = 0; j < nb; ++j) {
+          float acc[F];
+          for (int f = 0; f < F; ++f) acc[f] = 0.f;
+          for (int c = 0; c < NC; ++c) {
+            const float* v = tl + static_cast<int64_t>(idx[j][c]) * F;
+            for (int f = 0; f < F; ++f) acc[f] += w[j][c] * v[f];
+          }
+          float* o = out + (i0 + j) * L * F + l * F;
+          for (int f = 0; f < F; ++f) o[f] = acc[f];
+        }
+      }
+    }
+  });
+  *bad = any_bad.load();
+}
+
+// Backward: each task owns a fixed set of levels (interleaved so coarse and fine levels
+// are spread over the threads), hence no two threads ever write the same table entry.
+template <int D, int F>
+void encode_backward(const float* x, const float* table, const float* gout, float* gtable, float* gx, int64_t N,
+                     const std::vector<LevelInfo>& levels, int64_t block) {
+  const int L = static_cast<int>(levels.size());
+  constexpr int NC = 1 << D;
+  const int64_t ntasks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), L));
+  std::vector<std::vector<float>> gx_local(gx ? ntasks : 0);
+  at::parallel_for(0, ntasks, 1, [&](int64_t tb, int64_t te) {
+    float xi[kBlock][D];
+    bool inside[kBlock][D];
+    uint32_t idx[kBlock][NC];
+    float w[kBlock][NC];
+    float frac[kBlock][D];
+    for (int64_t task = tb; task < te; ++task) {
+      float* gxt = nullptr;
+      if (gx) {
+        gx_local[task].assign(static_cast<size_t>(N * D), 0.f);
+        gxt = gx_local[task].data();
+      }
+      for (int64_t b0 = 0; b0 < N; b0 += block) {
+        const int64_t b1 = std::min(N, b0 + block);
+        for (int l = static_cast<int>(task); l < L; l += static_cast<int>(ntasks)) {
+          const LevelInfo& lv = levels[l];
+          float* gl = gtable + static_cast<int64_t>(lv.offset) * F;
+          const float* tl = table + static_cast<int64_t>(lv.offset) * F;
+          for (int64_t i0 = b0; i0 < b1; i0 += kBlock) {
+            const int nb = static_cast<int>(std::min<int64_t>(kBlock, b1 - i0));
+            for (int j = 0; j < nb; ++j) {
+              for (int d = 0; d < D; ++d) {
+                const float v = x[(i0 + j) * D + d];
+                clamp01(v, &xi[j][d]);
+                inside[j][d] = (v >= 0.f && v <= 1.f);
+              }
+              level_corners<D>(lv, xi[j], idx[j], w[j], frac[j]);
+              for (int c = 0; c < NC; ++c) __builtin_prefetch(gl + static_cast<int64_t>(idx[j][c]) * F, 1, 1);
+            }
+            for (int j = 0; j < nb; ++j) {
+              const float* g = gout + (i0 + j) * L * F + l * F;
+              for (int c = 0; c < NC; ++c) {
+                float* e = gl + static_cast<int64_t>(idx[j][c]) * F;
+                for (int f = 0; f < F; ++f) e[f] += w[j][c] * g[f];
+              }
+              if (gxt) {
+                float dfrac[D];
+                for (int d = 0; d < D; ++d) dfrac[d] = 0.f;
+                for (int c = 0; c < NC; ++c) {
+                  const float* v = tl + static_cast<int64_t>(idx[j][c]) * F;
+                  float gv = 0.f;
+                  for (int f = 0; f < F; ++f) gv += g[f] * v[f];
+                  for (int d = 0; d < D; ++d) {
+                    float wd = (c & (1 << d)) ? 1.f : -1.f;
+                    for (int d2 = 0; d2 < D; ++d2) {
+                      if (d2 != d) wd *= (c & (1 << d2)) ? frac[j][d2] : 1.f - frac[j][d2];
+                    }
+                    dfrac[d] += wd * gv;
+                  }
+                }
+                for (int d = 0; d < D; ++d) {
+                  if (inside[j][d]) gxt[(i0 + j) * D + d] += dfrac[d] * lv.scale;
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  });
+  if (gx) {
+    for (int64_t t = 0; t < ntasks; ++t) {
+      const float* src = gx_local[t].data();
+      at::parallel_for(0, N * D, 1 << 14, [&](int64_t b, int64_t e) {
+        for (int64_t k = b; k < e; ++k) gx[k] += src[k];
+      });
+    }
+  }
+}
+
+template <int D>
+void dispatch_forward(int F, const float* x, const float* table, float* out, int64_t N,
+                      const std::vector<LevelInfo>& lv, bool* bad) {
+  switch (F) {
+    case 1: encode_forward<D, 1>(x, table, out, N, lv, bad); break;
+    case 2: encode_forward<D, 2>(x, table, out, N, lv, bad); break;
+    case 4: encode_forward<D, 4>(x, table, out, N, lv, bad); break;
+    case 8: encode_forward<D, 8>(x, table, out, N, lv, bad); break;
+    default: TORCH_CHECK(false, "hashgrid: n_features_per_level must be 1, 2, 4 or 8, got ", F);
+  }
+}
+
+template <int D>
+void dispatch_backward(int F, const float* x, const float* table, const float* gout, float* gtable, float* gx,
+                       int64_t N, const std::vector<LevelInfo>& lv, int64_t block) {
+  switch (F) {
+    case 1: encode_backward<D, 1>(x, table, gout, gtable, gx, N, lv, block); break;
+    case 2: encode_backward<D, 2>(x, table, gout, gtable, gx, N, lv, block); break;
+    case 4: encode_backward<D, 4>(x, table, gout, gtable, gx, N, lv, block); break;
+    case 8: encode_backward<D, 8>(x, table, gout, gtable, gx, N, lv, block); break;
+    default: TORCH_CHECK(false, "hashgrid: n_features_per_level must be 1, 2, 4 or 8, got ", F);
+  }
+}
+
+void check_inputs(const at::Tensor& x, const at::Tensor& table, int64_t F) {
+  TORCH_CHECK(x.device().is_cpu() && table.device().is_cpu(), "hashgrid cpu op: tensors must be on the CPU");
+  TORCH_CHECK(x.scalar_type() == at::kFloat && table.scalar_type() == at::kFloat,
+              "hashgrid cpu op: x and table must be float32");
+  TORCH_CHECK(x.dim() == 2 && (x.size(1) == 2 || x.size(1) == 3), "hashgrid cpu op: x must be (N, 2) or (N, 3)");
+  TORCH_CHECK(table.dim() == 1 && table.numel() % F == 0, "hashgrid cpu op: table must be flat with F | numel");
+}
+
+}  // namespace
+
+// x (N, D) float32; table (n_params,) float32 -> (N, L*F).
+at::Tensor hashgrid_forward(const at::Tensor& x_in, const at::Tensor& table_in, const at::Tensor& scales,
+                            const at::Tensor& resolutions, const at::Tensor& offsets, const at::Tensor& dense,
+                            int64_t F) {
+  check_inputs(x_in, table_in, F);
+  const auto levels = make_levels(scales, resolutions, offsets, dense);
+  TORCH_CHECK(static_cast<int64_t>(levels.back().offset + levels.back().size) * F == table_in.numel(),
+              "hashgrid cpu op: table has ", table_in.numel(), " values, level layout needs ",
+              static_cast<int64_t>(levels.back().offset + levels.back().size) * F);
+  auto x = x_in.contiguous();
+  auto table = table_in.contiguous();
+  const int64_t N = x.size(0);
+  const int64_t L = static_cast<int64_t>(levels.size());
+  auto out = alloc_zeros({N, L * F}, x.options());
+  bool bad = false;
+  if (x.size(1) == 3) {
+    dispatch_forward<3>(static_cast<int>(F), x.data_ptr<float>(), table.data_ptr<float>(), out.data_ptr<float>(), N,
+                        levels, &bad);
+  } else {
+    dispatch_forward<2>(static_cast<int>(F), x.data_ptr<float>(), table.data_ptr<float>(), out.data_ptr<float>(), N,
+                        levels, &bad);
+  }
+  TORCH_CHECK(!bad, "HashGridEncoding: x contains NaN or infinite coordinates; positions must be finite");
+  return out;
+}
+
+// Returns (grad_table (n_params,), grad_x (N, D) or an undefined tensor).
+std::vector<at::Tensor> hashgrid_backward(const at::Tensor& x_in, const at::Tensor& table_in,
+                                          const at::Tensor& grad_out_in, const at::Tensor& scales,
+                                          const at::Tensor& resolutions, const at::Tensor& offsets,
+                                          const at::Tensor& dense, int64_t F, bool need_grad_x, int64_t block) {
+  check_inputs(x_in, table_in, F);
+  const auto levels = make_levels(scales, resolutions, offsets, dense);
+  auto x = x_in.contiguous();
+  auto table = table_in.contiguous();
+  auto gout = grad_out_in.contiguous().to(at::kFloat);
+  const int64_t N = x.size(0);
+  TORCH_CHECK(gout.dim() == 2 && gout.size(0) == N && gout.size(1) == static_cast<int64_t>(levels.size()) * F,
+              "hashgrid cpu op: grad_out has the wrong shape");
+  auto gtable = alloc_zeros({table.numel()}, table.options());
+  at::Tensor gx;
+  float* gxp = nullptr;
+  if (need_grad_x) {
+    gx = at::zeros_like(x);
+    gxp = gx.data_ptr<float>();
+  }
+  block = std::max<int64_t>(kBlock, block);
+  if (x.size(1) == 3) {
+    dispatch_backward<3>(static_cast<int>(F), x.data_ptr<float>(), table.data_ptr<float>(), gout.data_ptr<float>(),
+                         gtable.data_ptr<float>(), gxp, N, levels, block);
+  } else {
+    dispatch_backward<2>(static_cast<int>(F), x.data_ptr<float>(), table.data_ptr<float>(), gout.data_ptr<float>(),
+                         gtable.data_ptr<float>(), gxp, N, levels, block);
+  }
+  return {gtable, gx};
+}
+
+// ---------------------------------------------------------------------------
+// Fused MLP
+// ---------------------------------------------------------------------------
+
+namespace {
+
+typedef float v8 __attribute__((vector_size(32), aligned(4)));
+
+inline int pad8(int64_t n) { return static_cast<int>((n + 7) / 8 * 8); }
+
+enum Act : int64_t { kNone = 0, kRelu = 1, kSigmoid = 2 };
+
+inline v8 bcast(float a) { return v8{a, a, a, a, a, a, a, a}; }
+
+// C[r, 0:NB*8] = bias + sum_k A[r, k] * M[k, 0:NB*8]   for r < R.
+template <int NB>
+void rows_times(const float* A, int R, int K, int lda, const float* M, const float* bias, float* C, int ldc) {
+  for (int r = 0; r < R; ++r) {
+    v8 acc[NB];
+#pragma GCC unroll 16
+    for (int b = 0; b < NB; ++b) acc[b] = bias ? *reinterpret_cast<const v8*>(bias + b * 8) : bcast(0.f);
+    const float* a = A + static_cast<int64_t>(r) * lda;
+    for (int k = 0; k < K; ++k) {
+      const v8 av = bcast(a[k]);
+      const float* m = M + static_cast<int64_t>(k) * NB * 8;
+#pragma GCC unroll 16
+      for (int b = 0; b < NB; ++b) acc[b] += av * *reinterpret_cast<const v8*>(m + b * 8);
+    }
+    float* c = C + static_cast<int64_t>(r) * ldc;
+#pragma GCC unroll 16
+    for (int b = 0; b < NB; ++b) *reinterpret_cast<v8*>(c + b * 8) = acc[b];
+  }
+}
+
+// dMT[k, 0:NB*8] += sum_r A[r, k] * G[r, 0:NB*8]
+template <int NB>
+void outer_acc(const float* A, int R, int K, int lda, const float* G, int ldg, float* dMT) {
+  for (int k = 0; k < K; ++k) {
+    v8 acc[NB];
+    float* d = dMT + static_cast<int64_t>(k) * NB * 8;
+#pragma GCC unroll 16
+    for (int b = 0; b < NB; ++b) acc[b] = *reinterpret_cast<const v8*>(d + b * 8);
+    for (int r = 0; r < R; ++r) {
+      const v8 av = bcast(A[static_cast<int64_t>(r) * lda + k]);
+      const float* g = G + static_cast<int64_t>(r) * ldg;
+#pragma GCC unroll 16
+      for (int b = 0; b < NB; ++b) acc[b] += av * *reinterpret_cast<const v8*>(g + b * 8);
+    }
+#pragma GCC unroll 16
+    for (int b = 0; b < NB; ++b) *reinterpret_cast<v8*>(d + b * 8) = acc[b];
+  }
+}
+
+using RowsFn = void (*)(const float*, int, int, int, const float*, const float*, float*, int);
+using OuterFn = void (*)(const float*, int, int, int, const float*, int, float*);
+
+template <int NB>
+constexpr RowsFn rows_fn() { return &rows_times<NB>; }
+template <int NB>
+constexpr OuterFn outer_fn() { return &outer_acc<NB>; }
+
+RowsFn pick_rows(int width_pad) {
+  static const RowsFn table[] = {nullptr,        rows_fn<1>(),  rows_fn<2>(),  rows_fn<3>(),  rows_fn<4>(),
+                                 rows_fn<5>(),  rows_fn<6>(),  rows_fn<7>(),  rows_fn<8>(),  rows_fn<9>(),
+                                 rows_fn<10>(), rows_fn<11>(), rows_fn<12>(), rows_fn<13>(), rows_fn<14>(),
+                                 rows_fn<15>(), rows_fn<16>()};
+  const int nb = width_pad / 8;
+  TORCH_CHECK(nb >= 1 && nb <= 16, "fused mlp: layer widths must be <= 128, got ", width_pad);
+  return table[nb];
+}
+
+OuterFn pick_outer(int width_pad) {
+  static const OuterFn table[] = {nullptr,         outer_fn<1>(),  outer_fn<2>(),  outer_fn<3>(),  outer_fn<4>(),
+                                  outer_fn<5>(),  outer_fn<6>(),  outer_fn<7>(),  outer_fn<8>(),  outer_fn<9>(),
+                                  outer_fn<10>(), outer_fn<11>(), outer_fn<12>(), outer_fn<13>(), outer_fn<14>(),
+                                  outer_fn<15>(), outer_fn<16>()};
+  const int nb = width_pad / 8;
+  TORCH_CHECK(nb >= 1 && nb <= 16, "fused mlp: layer widths must be <= 128, got ", width_pad);
+  return table[nb];
+}
+
+inline void apply_act(float* a, int R, int width_pad, int64_t act) {
+  const int64_t n = static_cast<int64_t>(R) * width_pad;
+  if (act == kRelu) {
+    for (int64_t i = 0; i < n; ++i) a[i] = a[i] > 0.f ? a[i] : 0.f;
+  } else if (act == kSigmoid) {
+    for (int64_t i = 0; i < n; ++i) a[i] = 1.f / (1.f + std::exp(-a[i]));
+  }
+}
+
+// g *= act'(.) expressed through the activation's output y.
+inline void mul_act_grad(float* g, const float* y, int R, int width_pad, int64_t act) {
+  const int64_t n = static_cast<int64_t>(R) * width_pad;
+  if (act == kRelu) {
+    for (int64_t i = 0; i < n; ++i) g[i] = y[i] > 0.f ? g[i] : 0.f;
+  } else if (act == kSigmoid) {
+    for (int64_t i = 0; i < n; ++i) g[i] *= y[i] * (1.f - y[i]);
+  }
+}
+
+struct PaddedNet {
+  int n_layers = 0;
+  std::vector<int> in_pad, out_pad, in_dim, out_dim;
+  std::vector<std::vector<float>> WT;    // (in_pad, out_pad): forward
+  std::vector<std::vector<float>> Wp;    // (out_pad, in_pad): input gradient
+  std::vector<std::vector<float>> bias;  // (out_pad,)
+};
+
+PaddedNet pad_net(const std::vector<at::Tensor>& weights, const std::vector<at::Tensor>& biases, int64_t n_in) {
+  PaddedNet net;
+  net.n_layers = static_cast<int>(weights.size());
+  TORCH_CHECK(net.n_layers >= 1, "fused mlp: need at least one layer");
+  TORCH_CHECK(biases.empty() || biases.size() == weights.size(), "fused mlp: one bias per layer or none");
+  int64_t prev = n_in;
+  for (int l = 0; l < net.n_layers; ++l) {
+    auto W = weights[l].contiguous().to(at::kFloat);
+    TORCH_CHECK(W.dim() == 2 && W.size(1) == prev, "fused mlp: layer ", l, " weight must be (out, ", prev, "), got ",
+                W.sizes());
+    const int o = static_cast<int>(W.size(0)), i = static_cast<int>(W.size(1));
+    const int op = pad8(o), ip = pad8(i);
+    net.in_dim.push_back(i);
+    net.out_dim.push_back(o);
+    net.in_pad.push_back(ip);
+    net.out_pad.push_back(op);
+    std::vector<float> wt(static_cast<size_t>(ip) * op, 0.f), wp(static_cast<size_t>(op) * ip, 0.f), b(op, 0.f);
+    const float* w = W.data_ptr<float>();
+    for (int r = 0; r < o; ++r) {
+      for (int c = 0; c < i; ++c) {
+        wt[static_cast<size_t>(c) * op + r] = w[static_cast<size_t>(r) * i + c];
+        wp[static_cast<size_t>(r) * ip + c] = w[static_cast<size_t>(r) * i + c];
+      }
+    }
+    if (!biases.empty()) {
+      auto B = biases[l].contiguous().to(at::kFloat);
+      TORCH_CHECK(B.numel() == o, "fused mlp: layer ", l, " bias must have ", o, " values");
+      std::memcpy(b.data(), B.data_ptr<float>(), sizeof(float) * o);
+    }
+    net.WT.push_back(std::move(wt));
+    net.Wp.push_back(std::move(wp));
+    net.bias.push_back(std::move(b));
+    prev = o;
+  }
+  return net;
+}
+
+struct Workspace {
+  std::vector<std::vector<float>> acts;  // acts[0] = padded input chunk, acts[l+1] = output of layer l
+  std::vector<float> g0, g1;
+};
+
+void make_workspace(const PaddedNet& net, int R, Workspace* ws) {
+  ws->acts.resize(net.n_layers + 1);
+  ws->acts[0].assign(static_cast<size_t>(R) * net.in_pad[0], 0.f);
+  int maxw = net.in_pad[0];
+  for (int l = 0; l < net.n_layers; ++l) {
+    ws->acts[l + 1].assign(static_cast<size_t>(R) * net.out_pad[l], 0.f);
+    maxw = std::max(maxw, net.out_pad[l]);
+  }
+  ws->g0.assign(static_cast<size_t>(R) * maxw, 0.f);
+  ws->g1.assign(static_cast<size_t>(R) * maxw, 0.f);
+}
+
+// Forward of rows [r0, r0 + R) into ws->acts.
+void forward_chunk(const PaddedNet& net, const float* x, int64_t r0, int R, int64_t act, int64_t out_act,
+                   Workspace* ws) {
+  const int n_in = net.in_dim[0], ip = net.in_pad[0];
+  float* a0 = ws->acts[0].data();
+  for (int r = 0; r < R; ++r) {
+    std::memcpy(a0 + static_cast<int64_t>(r) * ip, x + (r0 + r) * n_in, sizeof(float) * n_in);
+  }
+  for (int l = 0; l < net.n_layers; ++l) {
+    const float* in = ws->acts[l].data();
+    float* out = ws->acts[l + 1].data();
+    pick_rows(net.out_pad[l])(in, R, net.in_pad[l], net.in_pad[l], net.WT[l].data(), net.bias[l].data(), out,
+                              net.out_pad[l]);
+    apply_act(out, R, net.out_pad[l], l + 1 == net.n_layers ? out_act : act);
+  }
+}
+
+}  // namespace
+
+// x (N, n_in) float32 -> (N, n_out).
+at::Tensor mlp_forward(const at::Tensor& x_in, const std::vector<at::Tensor>& weights,
+                       const std::vector<at::Tensor>& biases, int64_t act, int64_t out_act, int64_t chunk) {
+  TORCH_CHECK(x_in.device().is_cpu() && x_in.scalar_type() == at::kFloat && x_in.dim() == 2,
+              "fused mlp: x must be a float32 (N, n_in) CPU tensor");
+  auto x = x_in.contiguous();
+  const PaddedNet net = pad_net(weights, biases, x.size(1));
+  const int64_t N = x.size(0);
+  const int n_out = net.out_dim.back();
+  auto y = at::empty({N, n_out}, x.options());
+  const int R = static_cast<int>(std::max<int64_t>(1, chunk));
+  const int64_t n_chunks = (N + R - 1) / R;
+  const float* xp = x.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  at::parallel_for(0, n_chunks, 1, [&](int64_t cb, int64_t ce) {
+    Workspace ws;
+    make_workspace(net, R, &ws);
+    for (int64_t c = cb; c < ce; ++c) {
+      const int64_t r0 = c * R;
+      const int rows = static_cast<int>(std::min<int64_t>(R, N - r0));
+      forward_chunk(net, xp, r0, rows, act, out_act, &ws);
+      const float* last = ws.acts[net.n_layers].data();
+      const int op = net.out_pad.back();
+      for (int r = 0; r < rows; ++r) std::memcpy(yp + (r0 + r) * n_out, last + r * op, sizeof(float) * n_out);
+    }
+  });
+  return y;
+}
+
+// Returns [grad_x (or undefined), grad_W_0..grad_W_{L-1}, grad_b_0..grad_b_{L-1}].
+std::vector<at::Tensor> mlp_backward(const at::Tensor& x_in, const std::vector<at::Tensor>& weights,
+                                     const std::vector<at::Tensor>& biases, const at::Tensor& grad_y_in, int64_t act,
+                                     int64_t out_act, int64_t chunk, bool need_grad_x) {
+  auto x = x_in.contiguous();
+  auto gy = grad_y_in.contiguous().to(at::kFloat);
+  const PaddedNet net = pad_net(weights, biases, x.size(1));
+  const int64_t N = x.size(0);
+  const int nl = net.n_layers;
+  TORCH_CHECK(gy.dim() == 2 && gy.size(0) == N && gy.size(1) == net.out_dim.back(),
+              "fused mlp: grad_y has the wrong shape");
+  const int R = static_cast<int>(std::max<int64_t>(1, chunk));
+  const int64_t n_chunks = (N + R - 1) / R;
+  const int64_t nt = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n_chunks));
+  // Per-task accumulators: dWT[l] (in_pad, out_pad) and db[l] (out_pad).
+  std::vector<std::vector<std::vector<float>>> dWT(nt), dB(nt);
+  at::Tensor gx;
+  float* gxp = nullptr;
+  if (need_grad_x) {
+    gx = alloc_zeros({x.size(0), x.size(1)}, x.options());
+    gxp = gx.data_ptr<float>();
+  }
+  const float* xp = x.data_ptr<float>();
+  const float* gyp = gy.data_ptr<float>();
+  const int n_out = net.out_dim.back();
+  // Split the chunks into exactly nt contiguous task ranges so the reduction order is fixed.
+  at::parallel_for(0, nt, 1, [&](int64_t tb, int64_t te) {
+    for (int64_t t = tb; t < te; ++t) {
+      auto& dw = dWT[t];
+      auto& db = dB[t];
+      dw.resize(nl);
+      db.resize(nl);
+      for (int l = 0; l < nl; ++l) {
+        dw[l].assign(static_cast<size_t>(net.in_pad[l]) * net.out_pad[l], 0.f);
+        db[l].assign(net.out_pad[l], 0.f);
+      }
+      Workspace ws;
+      make_workspace(net, R, &ws);
+      const int64_t c0 = n_chunks * t / nt, c1 = n_chunks * (t + 1) / nt;
+      for (int64_t c = c0; c < c1; ++c) {
+        const int64_t r0 = c * R;
+        const int rows = static_cast<int>(std::min<int64_t>(R, N - r0));
+        forward_chunk(net, xp, r0, rows, act, out_act, &ws);
+        // g = dL/d(output of the last layer), padded.
+        float* g = ws.g0.data();
+        float* gnext = ws.g1.data();
+        {
+          const int op = net.out_pad.back();
+          std::fill(g, g + static_cast<int64_t>(rows) * op, 0.f);
+          for (int r = 0; r < rows; ++r) std::memcpy(g + r * op, gyp + (r0 + r) * n_out, sizeof(float) * n_out);
+        }
+        for (int l = nl - 1; l >= 0; --l) {
+          const int op = net.out_pad[l], ip = net.in_pad[l];
+          mul_act_grad(g, ws.acts[l + 1].data(), rows, op, l + 1 == nl ? out_act : act);
+          // bias and weight gradients
+          float* dbl = db[l].data();
+          for (int r = 0; r < rows; ++r) {
+            const float* gr = g + static_cast<int64_t>(r) * op;
+            for (int j = 0; j < op; ++j) dbl[j] += gr[j];
+          }
+          pick_outer(op)(ws.acts[l].data(), rows, ip, ip, g, op, dw[l].data());
+          if (l == 0 && !need_grad_x) break;
+          // gradient wrt this layer's input
+          pick_rows(ip)(g, rows, op, op, net.Wp[l].data(), nullptr, gnext, ip);
+          std::swap(g, gnext);
+        }
+        if (need_grad_x) {
+          const int ip = net.in_pad[0], n_in = net.in_dim[0];
+          for (int r = 0; r < rows; ++r) std::memcpy(gxp + (r0 + r) * n_in, g + r * ip, sizeof(float) * n_in);
+        }
+      }
+    }
+  });
+  std::vector<at::Tensor> result;
+  result.push_back(gx);
+  std::vector<at::Tensor> gbs;
+  for (int l = 0; l < nl; ++l) {
+    const int o = net.out_dim[l], i = net.in_dim[l], op = net.out_pad[l];
+    auto gw = at::zeros({o, i}, x.options());
+    auto gb = at::zeros({o}, x.options());
+    float* gwp = gw.data_ptr<float>();
+    float* gbp = gb.data_ptr<float>();
+    for (int64_t t = 0; t < nt; ++t) {
+      const float* src = dWT[t][l].data();
+      for (int r = 0; r < o; ++r)
+        for (int c = 0; c < i; ++c) gwp[r * i + c] += src[static_cast<int64_t>(c) * op + r];
+      for (int r = 0; r < o; ++r) gbp[r] += dB[t][l][r];
+    }
+    result.push_back(gw);
+    gbs.push_back(gb);
+  }
+  for (auto& gb : gbs) result.push_back(gb);
+  return result;
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "ImmersiveDepth fused CPU kernels: tcnn-exact hash grid encoding and a chunked fused MLP";
+  m.def("hashgrid_forward", &hashgrid_forward, "hash grid encoding forward (CPU)");
+  m.def("hashgrid_backward", &hashgrid_backward, "hash grid encoding backward (CPU)");
+  m.def("mlp_forward", &mlp_forward, "fused MLP forward (CPU)");
+  m.def("mlp_backward", &mlp_backward, "fused MLP backward with recomputation (CPU)");
+}

@@ -1,0 +1,215 @@
+"""The per-panorama radiance field: hash-grid density and colour, world units at the API.
+
+Scene normalisation (stored in the checkpoint as the ``bmin``/``bmax`` buffers): the field's box is the
+axis-aligned bounding box of the supervised surface points (every valid pixel of the distance map back-projected
+from the panorama centre, ``x = distance * dir``) together with the centre itself, grown by ``scene_margin`` times
+its largest extent on every side. Inside, world points map to the encodings' unit cube per axis,
+``x_n = (x - bmin) / (bmax - bmin)`` (so the hash-grid cells are slightly anisotropic in a non-cubic room).
+Densities are per world unit: ``sigma = trunc_exp(mlp(...) + density_bias) / unit`` with ``unit = half the
+box's largest extent``, so training behaves the same whatever the scene's scale.
+
+Layout: two hash grids (PERF's split) -- a density grid + small MLP evaluated at every sample, and a
+finer colour grid + MLP evaluated only at the samples that carry compositing weight (see ``renderer.py``).
+Colour is Lambertian by default; ``view_dependent: true`` feeds a degree-2 real spherical-harmonic encoding of
+the view direction into the colour MLP. Rays that leave the box see the background colour (learned or fixed).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from immersivedepth.field.sampler import OccupancyGrid
+
+__all__ = ["RadianceField", "TruncExp", "trunc_exp", "sh_encoding", "scene_bounds_from_points", "MODEL_DEFAULTS"]
+
+MODEL_DEFAULTS: dict = {
+    "density_grid": {"n_levels": 16, "n_features_per_level": 2, "log2_hashmap_size": 18, "base_resolution": 16,
+                     "finest_resolution": 1024},
+    "color_grid": {"n_levels": 16, "n_features_per_level": 2, "log2_hashmap_size": 19, "base_resolution": 16,
+                   "finest_resolution": 2048},
+    "density_mlp": {"width": 64, "depth": 1},
+    "color_mlp": {"width": 64, "depth": 2},
+    "view_dependent": False,
+    "density_bias": 0.0,
+    "background": "learned",
+    "scene_margin": 0.05,
+    "encoding_backend": "auto",
+}
+
+
+class TruncExp(torch.autograd.Function):
+    """``exp(x)`` whose gradient uses ``exp(min(x, clamp))`` (instant-ngp's trick against exploding gradients)."""
+
+    @staticmethod
+    def forward(ctx, x, clamp: float = 15.0):
+        ctx.save_for_backward(x)
+        ctx.clamp = clamp
+        return torch.exp(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * torch.exp(x.clamp(max=ctx.clamp)), None
+
+
+def trunc_exp(x: torch.Tensor) -> torch.Tensor:
+    """:class:`TruncExp` applied to ``x``."""
+    return TruncExp.apply(x)
+
+
+def sh_encoding(d: torch.Tensor) -> torch.Tensor:
+    """Real spherical harmonics up to degree 2 of unit directions ``(N, 3)`` -> ``(N, 9)``."""
+    x, y, z = d.unbind(-1)
+    return torch.stack([
+        torch.full_like(x, 0.28209479177387814),
+        -0.4886025119029199 * y, 0.4886025119029199 * z, -0.4886025119029199 * x,
+        1.0925484305920792 * x * y, -1.0925484305920792 * y * z, 0.31539156525252005 * (2 * z * z - x * x - y * y),
+        -1.0925484305920792 * x * z, 0.5462742152960396 * (x * x - y * y),
+    ], -1)
+
+
+def scene_bounds_from_points(points: torch.Tensor, margin: float = 0.05, include_origin: bool = True):
+    """Box ``(bmin (3,), bmax (3,))`` around ``points`` ``(P, 3)`` (and the origin), grown by ``margin`` x its
+    largest extent on every side."""
+    if points.ndim != 2 or points.shape[-1] != 3 or points.shape[0] == 0:
+        raise ValueError(f"scene_bounds_from_points: need (P, 3) points with P > 0, got {tuple(points.shape)}")
+    pts = points.float()
+    if include_origin:
+        pts = torch.cat([pts, torch.zeros(1, 3, dtype=pts.dtype, device=pts.device)])
+    lo, hi = pts.amin(0), pts.amax(0)
+    pad = float(margin) * float((hi - lo).max().clamp_min(1e-6))
+    return lo - pad, hi + pad
+
+
+def _merge(defaults: Mapping, cfg: Mapping | None) -> dict:
+    out = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in defaults.items()}
+    for k, v in (cfg or {}).items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k].update(dict(v))
+        else:
+            out[k] = v
+    return out
+
+
+def _per_level_scale(g: Mapping) -> float:
+    levels = int(g["n_levels"])
+    if levels <= 1:
+        return 1.0
+    return math.exp((math.log(float(g["finest_resolution"])) - math.log(float(g["base_resolution"]))) / (levels - 1))
+
+
+def _hash_grid(g: Mapping, backend: str):
+    from immersivedepth.field.encodings import HashGridEncoding
+
+    return HashGridEncoding(n_input_dims=3, n_levels=int(g["n_levels"]), n_features_per_level=int(g["n_features_per_level"]),
+                            log2_hashmap_size=int(g["log2_hashmap_size"]), base_resolution=int(g["base_resolution"]),
+                            per_level_scale=_per_level_scale(g), backend=backend)
+
+
+def _mlp(n_in: int, n_out: int, m: Mapping):
+    try:
+        from immersivedepth.field.mlp import make_mlp
+    except ImportError:
+        from immersivedepth.field.encodings import make_mlp
+
+    return make_mlp(n_in, n_out, width=int(m["width"]), depth=int(m["depth"]))
+
+
+class RadianceField(nn.Module):
+    """Density + colour field over the world box ``[bmin, bmax]``.
+
+    Args:
+        bmin, bmax: ``(3,)`` world box (see the module docstring for how training chooses it).
+        model_cfg: the ``field.model`` config (keys of :data:`MODEL_DEFAULTS`; missing keys take the defaults).
+        occupancy_resolution: cells along the box's longest axis of the occupancy grid (``None``: no grid).
+        render_options: sampling defaults for :func:`~immersivedepth.field.renderer.render_rays`.
+
+    Attributes: ``bounds`` (``(bmin, bmax)`` world tensors), ``occupancy`` (:class:`OccupancyGrid` or ``None``),
+    ``unit`` (world length of one normalised unit), ``normal_eps`` (finite-difference step for normals).
+    """
+
+    def __init__(self, bmin, bmax, model_cfg: Mapping | None = None, *, occupancy_resolution: int | None = 128,
+                 render_options: Mapping | None = None):
+        super().__init__()
+        cfg = _merge(MODEL_DEFAULTS, model_cfg)
+        self.cfg = cfg
+        bmin = torch.as_tensor(bmin, dtype=torch.float32).reshape(3)
+        bmax = torch.as_tensor(bmax, dtype=torch.float32).reshape(3)
+        if not bool((bmax > bmin).all()):
+            raise ValueError(f"RadianceField: empty box min {bmin.tolist()} max {bmax.tolist()}")
+        self.register_buffer("bmin", bmin)
+        self.register_buffer("bmax", bmax)
+        backend = str(cfg["encoding_backend"])
+        self.density_encoding = _hash_grid(cfg["density_grid"], backend)
+        self.density_net = _mlp(self.density_encoding.n_output_dims, 1, cfg["density_mlp"])
+        self.color_encoding = _hash_grid(cfg["color_grid"], backend)
+        self.view_dependent = bool(cfg["view_dependent"])
+        n_col_in = self.color_encoding.n_output_dims + (9 if self.view_dependent else 0)
+        self.color_net = _mlp(n_col_in, 3, cfg["color_mlp"])
+        self.density_bias = float(cfg["density_bias"])
+        bg = cfg["background"]
+        if bg == "learned":
+            self.background_logit = nn.Parameter(torch.zeros(3))
+        else:
+            fixed = {"black": [0.0, 0.0, 0.0], "white": [1.0, 1.0, 1.0]}.get(bg, bg) if isinstance(bg, str) else bg
+            if not isinstance(fixed, Sequence) or len(fixed) != 3:
+                raise ValueError(f"field.model.background must be 'learned', 'black', 'white' or [r, g, b]; got {bg!r}")
+            self.register_buffer("background_fixed", torch.tensor([float(v) for v in fixed]))
+            self.background_logit = None
+        self.occupancy = OccupancyGrid(bmin, bmax, int(occupancy_resolution)) if occupancy_resolution else None
+        self.render_options = dict(render_options or {})
+
+    # ------------------------------------------------------------------ geometry helpers
+    @property
+    def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """World box ``(bmin (3,), bmax (3,))``."""
+        return self.bmin, self.bmax
+
+    @property
+    def unit(self) -> float:
+        """World length of one normalised unit (half the box's largest extent)."""
+        return 0.5 * float((self.bmax - self.bmin).max())
+
+    @property
+    def normal_eps(self) -> float:
+        """Central-difference step for normals: one cell of the finest density level (world units)."""
+        return float((self.bmax - self.bmin).max()) / float(self.cfg["density_grid"]["finest_resolution"])
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """World points ``(N, 3)`` -> the encodings' unit cube (clamped to ``[0, 1]``)."""
+        return ((x - self.bmin) / (self.bmax - self.bmin)).clamp(0.0, 1.0)
+
+    # ------------------------------------------------------------------ heads
+    def density(self, x: torch.Tensor) -> torch.Tensor:
+        """Density ``(N,)`` >= 0 (per world unit) at world points ``(N, 3)``."""
+        if x.shape[0] == 0:
+            return x.new_zeros(0)
+        h = self.density_net(self.density_encoding(self.normalize(x)))
+        return trunc_exp(h[..., 0].float() + self.density_bias) / self.unit
+
+    def color(self, x: torch.Tensor, d: torch.Tensor | None = None) -> torch.Tensor:
+        """RGB ``(N, 3)`` in [0, 1] at world points ``(N, 3)`` seen along unit directions ``d`` ``(N, 3)``
+        (ignored unless the field is view dependent; ``None`` there means "no view direction": SH of +y)."""
+        if x.shape[0] == 0:
+            return x.new_zeros(0, 3)
+        feat = self.color_encoding(self.normalize(x))
+        if self.view_dependent:
+            if d is None:
+                d = torch.zeros_like(x)
+                d[:, 1] = 1.0
+            feat = torch.cat([feat, sh_encoding(d).to(feat)], -1)
+        return torch.sigmoid(self.color_net(feat).float())
+
+    def forward(self, x: torch.Tensor, d: torch.Tensor | None = None):
+        """``(sigma (N,), rgb (N, 3))`` at world points ``x`` ``(N, 3)`` along directions ``d`` ``(N, 3)``."""
+        return self.density(x), self.color(x, d)
+
+    def background_color(self) -> torch.Tensor:
+        """``(3,)`` colour of rays that leave the box without hitting anything."""
+        if self.background_logit is not None:
+            return torch.sigmoid(self.background_logit)
+        return self.background_fixed

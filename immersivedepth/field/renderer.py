@@ -1,0 +1,232 @@
+"""Volume rendering of rays through a radiance field, in world units, pure torch (CPU or GPU).
+
+``render_rays`` picks the samples (depth-guided band for supervised training rays, the field's occupancy grid
+for any other ray, or uniform samples when the field has no grid), evaluates the density at every valid sample
+and the colour only where the compositing weight matters (``weight > color_weight_threshold``: after training
+that is 1-3 samples per ray, which is what makes CPU rendering affordable), and composites::
+
+    alpha_i = 1 - exp(-sigma_i * delta_i)        T_i = exp(-sum_{j<i} sigma_j * delta_j)       w_i = T_i * alpha_i
+    rgb      = sum_i w_i c_i + (1 - opacity) * background
+    distance = sum_i w_i t_i + (1 - opacity) * t_far        opacity = sum_i w_i
+
+``t_far`` is where the ray leaves the sampled range (the field's box, ``far``, or the end of the guide band), so a
+ray that crosses no surface reads as "far away". Normals (optional) are the composited negative density gradient
+(central differences, so any encoding backend works).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from immersivedepth.field.sampler import (
+    RaySamples,
+    band_samples,
+    concat_samples,
+    occupancy_samples,
+    ray_box_intersect,
+    uniform_samples,
+)
+
+__all__ = ["DEFAULT_RENDER_OPTIONS", "composite_weights", "render_samples", "render_rays", "render_panorama"]
+
+#: Sampling/rendering defaults; a field may carry its own ``render_options`` (from its config) that override them.
+DEFAULT_RENDER_OPTIONS: dict = {
+    "coarse_step": None,  # world units; None: half the occupancy grid's smallest cell edge
+    "max_segments": 16,  # occupied coarse segments sampled per ray (novel views)
+    "per_segment": 4,  # fine samples per occupied coarse segment
+    "band_samples": 24,  # samples in the guide band (training rays)
+    "front_segments": 4,  # occupancy samples in front of the guide band (training rays)
+    "uniform_samples": 128,  # samples per ray when the field has no occupancy grid
+    "color_weight_threshold": 1e-4,  # colour is evaluated only where w_i exceeds this
+}
+
+
+def _options(field, overrides: Mapping | None) -> dict:
+    opts = dict(DEFAULT_RENDER_OPTIONS)
+    opts.update(getattr(field, "render_options", None) or {})
+    opts.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return opts
+
+
+def composite_weights(sigma: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """Compositing weights ``(N, K)`` from densities and interval lengths ``(N, K)`` (samples in ray order)."""
+    tau = sigma * delta
+    trans = torch.exp(-(torch.cumsum(tau, 1) - tau))
+    return trans * (1.0 - torch.exp(-tau))
+
+
+def _background(field, n: int, ref: torch.Tensor) -> torch.Tensor:
+    bg = field.background_color() if hasattr(field, "background_color") else torch.zeros(3)
+    return bg.to(ref).reshape(1, 3).expand(n, 3)
+
+
+def _normals_at(field, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Unit ``-grad sigma`` at world points ``(M, 3)`` by central differences (step ``eps``)."""
+    offs = torch.eye(3, dtype=x.dtype, device=x.device) * eps
+    pts = torch.cat([x[:, None, :] + offs[None], x[:, None, :] - offs[None]], 1).reshape(-1, 3)
+    s = field.density(pts).reshape(-1, 2, 3)
+    g = (s[:, 0] - s[:, 1]) / (2.0 * eps)
+    return -g / g.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def render_samples(field, origins: torch.Tensor, dirs: torch.Tensor, samples: RaySamples, t_far: torch.Tensor, *,
+                   color_weight_threshold: float = 0.0, compute_normals: bool = False, normal_eps: float | None = None,
+                   use_viewdirs: bool = True) -> dict:
+    """Composite given samples. ``origins, dirs`` ``(N, 3)``; ``t_far`` ``(N,)``.
+
+    Returns ``rgb (N,3)``, ``distance (N,)``, ``opacity (N,)``, ``weights (N,K)``, ``sigma (N,K)``, ``t``,
+    ``delta``, ``valid`` ``(N,K)``, ``n_density``/``n_color`` (evaluated sample counts) and, when requested,
+    ``normal (N,3)`` (zero where nothing was hit).
+    """
+    n, k = samples.t.shape
+    valid = samples.valid
+    pts = origins[:, None, :] + dirs[:, None, :] * samples.t[..., None]  # (N,K,3)
+    sig_v = field.density(pts[valid]).reshape(-1)
+    sigma = torch.zeros(n, k, dtype=sig_v.dtype, device=sig_v.device).index_put((valid,), sig_v)
+    weights = composite_weights(sigma, samples.delta)
+    opacity = weights.sum(1)
+    sel = valid & (weights.detach() > color_weight_threshold)
+    d_sel = dirs[:, None, :].expand(n, k, 3)[sel] if use_viewdirs else None
+    rgb_s = field.color(pts[sel], d_sel)
+    cols = torch.zeros(n, k, 3, dtype=rgb_s.dtype, device=rgb_s.device).index_put((sel,), rgb_s)
+    rgb = (weights[..., None] * cols).sum(1) + (1.0 - opacity)[:, None] * _background(field, n, rgb_s)
+    distance = (weights * samples.t).sum(1) + (1.0 - opacity) * t_far
+    out = {
+        "rgb": rgb,
+        "distance": distance,
+        "opacity": opacity,
+        "weights": weights,
+        "sigma": sigma,
+        "t": samples.t,
+        "delta": samples.delta,
+        "valid": valid,
+        "n_density": int(valid.sum()),
+        "n_color": int(sel.sum()),
+    }
+    if compute_normals:
+        eps = normal_eps if normal_eps is not None else float(getattr(field, "normal_eps", 1e-2))
+        nrm = _normals_at(field, pts[sel], eps)
+        nk = torch.zeros(n, k, 3, dtype=nrm.dtype, device=nrm.device).index_put((sel,), nrm)
+        nsum = (weights[..., None] * nk).sum(1)
+        out["normal"] = nsum / nsum.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    return out
+
+
+def _sample_rays(field, origins, dirs, opts, *, near, far, guide_distance, guide_halfwidth, n_samples, perturb,
+                 generator) -> tuple[RaySamples, torch.Tensor]:
+    bmin, bmax = (torch.as_tensor(b, dtype=origins.dtype, device=origins.device) for b in field.bounds)
+    t0, t1 = ray_box_intersect(origins, dirs, bmin, bmax)
+    t0 = t0.clamp_min(float(near))
+    if far is not None:
+        t1 = torch.minimum(t1, torch.as_tensor(far, dtype=t1.dtype, device=t1.device).expand_as(t1))
+    t1 = torch.maximum(t1, t0)
+    grid = getattr(field, "occupancy", None)
+    coarse_step = opts["coarse_step"]
+    if grid is not None and coarse_step is None:
+        coarse_step = 0.5 * float(grid.cell_size.min())
+    if guide_distance is not None:
+        if guide_halfwidth is None:
+            raise ValueError("render_rays: guide_distance needs guide_halfwidth (the band half-width, world units)")
+        if bool((guide_distance <= 0).any()):
+            raise ValueError("render_rays: guide_distance must be > 0 for every ray (drop invalid pixels first)")
+        band = band_samples(guide_distance, guide_halfwidth, int(opts["band_samples"]), perturb=perturb,
+                            generator=generator)
+        band_start = (guide_distance - guide_halfwidth).clamp_min(0.0)
+        parts = []
+        if grid is not None and int(opts["front_segments"]) > 0:
+            parts.append(occupancy_samples(grid, origins, dirs, t0.clamp_max(band_start), band_start,
+                                           coarse_step=coarse_step, max_segments=int(opts["front_segments"]),
+                                           per_segment=1, perturb=perturb, generator=generator))
+        parts.append(band)
+        return concat_samples(*parts), guide_distance + guide_halfwidth
+    if grid is not None and n_samples is None:
+        s = occupancy_samples(grid, origins, dirs, t0, t1, coarse_step=coarse_step,
+                              max_segments=int(opts["max_segments"]), per_segment=int(opts["per_segment"]),
+                              perturb=perturb, generator=generator)
+        return s, t1
+    return uniform_samples(t0, t1, int(n_samples or opts["uniform_samples"]), perturb=perturb,
+                           generator=generator), t1
+
+
+def render_rays(field, origins: torch.Tensor, dirs: torch.Tensor, *, near: float = 0.0, far=None,
+                guide_distance: torch.Tensor | None = None, guide_halfwidth: torch.Tensor | None = None,
+                n_samples: int | None = None, options: Mapping | None = None, perturb: bool = False,
+                generator: torch.Generator | None = None, chunk: int | None = None, compute_normals: bool = False,
+                return_samples: bool = False) -> dict:
+    """Render rays through ``field`` (world units throughout).
+
+    Args:
+        field: a :class:`~immersivedepth.field.model.RadianceField` (or anything with ``density(x)``,
+            ``color(x, d)``, ``bounds``; optional ``occupancy``, ``background_color()``, ``render_options``).
+        origins: ``(N, 3)`` ray origins (any point; novel views use origins != 0).
+        dirs: ``(N, 3)`` unit directions.
+        near, far: clip the sampled range (``far``: float or ``(N,)``; default the box exit).
+        guide_distance, guide_halfwidth: ``(N,)`` known surface distance and band half-width (training rays):
+            samples go into ``[d - h, d + h]`` plus ``front_segments`` occupancy samples before it.
+        n_samples: force ``n_samples`` uniform samples per ray (ignores the occupancy grid).
+        options: overrides of :data:`DEFAULT_RENDER_OPTIONS` / ``field.render_options``.
+        perturb, generator: stratified jitter of the samples (training) and its random generator.
+        chunk: rays per chunk (memory bound for big images); ``None`` renders all at once.
+        compute_normals: add ``normal (N, 3)``.
+        return_samples: keep the per-sample tensors (``weights``, ``sigma``, ``t``, ``delta``, ``valid`` ``(N, K)``).
+
+    Returns:
+        dict with ``rgb (N, 3)``, ``distance (N,)``, ``opacity (N,)``, ``n_density``, ``n_color`` and the optional
+        entries above.
+    """
+    if origins.ndim != 2 or origins.shape[-1] != 3 or dirs.shape != origins.shape:
+        raise ValueError(f"render_rays: origins and dirs must both be (N, 3); got {tuple(origins.shape)} and "
+                         f"{tuple(dirs.shape)}")
+    opts = _options(field, options)
+    n = origins.shape[0]
+    step = n if not chunk else int(chunk)
+    outs = []
+    for s in range(0, max(n, 1), max(step, 1)):
+        sl = slice(s, s + step)
+        far_c = far[sl] if isinstance(far, torch.Tensor) and far.ndim > 0 else far
+        samples, t_far = _sample_rays(
+            field, origins[sl], dirs[sl], opts, near=near, far=far_c,
+            guide_distance=None if guide_distance is None else guide_distance[sl],
+            guide_halfwidth=None if guide_halfwidth is None else guide_halfwidth[sl],
+            n_samples=n_samples, perturb=perturb, generator=generator)
+        o = render_samples(field, origins[sl], dirs[sl], samples, t_far,
+                           color_weight_threshold=float(opts["color_weight_threshold"]),
+                           compute_normals=compute_normals)
+        if not return_samples:
+            for key in ("weights", "sigma", "t", "delta", "valid"):
+                o.pop(key)
+        outs.append(o)
+    if len(outs) == 1:
+        return outs[0]
+    merged = {}
+    for key, val in outs[0].items():
+        if isinstance(val, torch.Tensor):
+            merged[key] = torch.cat([o[key] for o in outs], 0)
+        else:
+            merged[key] = sum(o[key] for o in outs)
+    return merged
+
+
+@torch.no_grad()
+def render_panorama(field, height: int, width: int, *, position=(0.0, 0.0, 0.0), chunk: int = 16384,
+                    compute_normals: bool = False, options: Mapping | None = None) -> dict:
+    """Render an equirectangular panorama ``(H, W)`` from ``position`` (world, axes as in ``sphere.py``).
+
+    Returns numpy ``rgb (H,W,3)`` float32, ``distance (H,W)``, ``opacity (H,W)`` (and ``normal (H,W,3)``).
+    """
+    from immersivedepth import sphere
+
+    dev = next(iter(field.parameters())).device if hasattr(field, "parameters") else torch.device("cpu")
+    d = torch.from_numpy(sphere.erp_directions(height, width)).reshape(-1, 3).to(dev)
+    o = torch.as_tensor(position, dtype=torch.float32, device=dev).reshape(1, 3).expand_as(d).contiguous()
+    out = render_rays(field, o, d, chunk=chunk, compute_normals=compute_normals, options=options)
+    res = {
+        "rgb": out["rgb"].clamp(0, 1).reshape(height, width, 3).cpu().numpy(),
+        "distance": out["distance"].reshape(height, width).cpu().numpy(),
+        "opacity": out["opacity"].reshape(height, width).cpu().numpy(),
+    }
+    if compute_normals:
+        res["normal"] = out["normal"].reshape(height, width, 3).cpu().numpy()
+    return res

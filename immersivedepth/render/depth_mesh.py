@@ -1,0 +1,185 @@
+"""Mesh and point cloud straight from the distance panorama (no training; seconds).
+
+The ERP grid is a sphere grid: vertex ``(v, u)`` sits at ``D(v, u) * dir(v, u)``. Neighbouring
+pixels form quads (the seam column wraps to column 0), split along the shorter diagonal, and the
+two poles are closed by fans to a pole vertex at the median distance of the first / last row.
+A triangle is cut when
+
+* any corner is invalid (distance <= 0 or non-finite),
+* it spans a depth discontinuity: ``max(D) / min(D) > 1 + max_depth_ratio`` over its corners, or
+* it is seen at a grazing angle: ``|cos(angle between its normal and the ray to its centroid)| <
+  cos(max_grazing_deg)`` — the stretched "rubber sheet" triangles between foreground and background.
+
+Faces are wound so normals point toward the panorama centre (from the surface into the free space
+the camera saw; the floor's normal is +y). ``stride`` subsamples the grid (distance at block
+centres, colour averaged over the block).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from immersivedepth import sphere
+from immersivedepth.render.mesh import Mesh, remove_small_components, vertex_normals
+
+__all__ = ["DepthMeshOptions", "depth_mesh", "point_cloud"]
+
+
+@dataclass
+class DepthMeshOptions:
+    """Options of :func:`depth_mesh` (``render.export.depth_mesh`` in the config)."""
+
+    stride: int = 1
+    max_depth_ratio: float = 0.1
+    max_grazing_deg: float = 85.0
+    close_poles: bool = True
+    min_component_fraction: float = 0.0
+
+    @classmethod
+    def from_mapping(cls, m) -> DepthMeshOptions:
+        known = set(cls.__dataclass_fields__)
+        extra = set(m) - known - {"enabled"}
+        if extra:
+            raise ValueError(f"render.export.depth_mesh: unknown option(s) {sorted(extra)}; known: {sorted(known)}.")
+        return cls(**{k: v for k, v in m.items() if k in known})
+
+
+def _check_inputs(rgb, distance):
+    d = np.asarray(distance, np.float64)
+    if d.ndim != 2:
+        raise ValueError(f"distance must be an (H, W) map, got shape {d.shape}.")
+    if rgb is not None:
+        c = np.asarray(rgb)
+        if c.shape[:2] != d.shape or c.ndim != 3 or c.shape[2] < 3:
+            raise ValueError(f"rgb must be (H, W, 3) matching distance {d.shape}, got {c.shape}.")
+        c = c[..., :3].astype(np.float32)
+        if c.max(initial=0) > 1.0 + 1e-6:
+            c = c / 255.0
+    else:
+        c = None
+    return c, d
+
+
+def _subsample(rgb, d, stride: int):
+    if stride == 1:
+        return rgb, d
+    h, w = d.shape
+    if h % stride or w % stride:
+        raise ValueError(f"depth mesh stride {stride} must divide the panorama size {h}x{w}.")
+    dd = d[stride // 2::stride, stride // 2::stride]
+    if rgb is not None:
+        rgb = rgb.reshape(h // stride, stride, w // stride, stride, 3).mean(axis=(1, 3))
+    return rgb, dd
+
+
+def depth_mesh(rgb: np.ndarray | None, distance: np.ndarray, options: DepthMeshOptions | None = None) -> Mesh:
+    """Triangulate a distance panorama ``(H, W)`` (world units) with colours from ``rgb`` ``(H, W, 3)`` in [0, 1].
+
+    Returns a :class:`Mesh` (vertex colours if ``rgb`` given, vertex normals toward the centre);
+    ``mesh.info["pixel_index"]`` ``(V,)`` is each vertex's flat index in the (strided) grid, -1 for a pole.
+    """
+    o = options or DepthMeshOptions()
+    if o.stride < 1 or o.max_depth_ratio <= 0 or not 0 < o.max_grazing_deg <= 90:
+        raise ValueError(f"depth mesh options out of range: stride >= 1, max_depth_ratio > 0, "
+                         f"0 < max_grazing_deg <= 90; got {o}.")
+    rgb, d = _check_inputs(rgb, distance)
+    rgb, d = _subsample(rgb, d, int(o.stride))
+    h, w = d.shape
+    dirs = sphere.erp_directions(h, w, np.float64)
+    valid = np.isfinite(d) & (d > 0)
+    dz = np.where(valid, d, 0.0)
+    verts = (dirs * dz[..., None]).reshape(-1, 3)
+    vvalid = valid.reshape(-1)
+    dist_v = dz.reshape(-1)
+    colors = None if rgb is None else rgb.reshape(-1, 3).astype(np.float32)
+    idx = np.arange(h * w).reshape(h, w)
+    a = idx[:-1, :]
+    b = np.roll(idx, -1, axis=1)[:-1, :]
+    c = idx[1:, :]
+    e = np.roll(idx, -1, axis=1)[1:, :]
+    # quad a b / c e (a top-left, b top-right, c bottom-left, e bottom-right); split on the shorter diagonal
+    diag_ae = np.linalg.norm(verts[a] - verts[e], axis=-1)
+    diag_bc = np.linalg.norm(verts[b] - verts[c], axis=-1)
+    use_ae = (diag_ae <= diag_bc).reshape(-1)
+    a, b, c, e = (x.reshape(-1) for x in (a, b, c, e))
+    t1 = np.where(use_ae[:, None], np.stack([a, c, e], 1), np.stack([a, c, b], 1))
+    t2 = np.where(use_ae[:, None], np.stack([a, e, b], 1), np.stack([b, c, e], 1))
+    faces = np.concatenate([t1, t2], axis=0)
+    extra_v, extra_c, extra_d = [], [], []
+    if o.close_poles:
+        for row, sign in ((0, 1.0), (h - 1, -1.0)):
+            ok = valid[row]
+            if ok.sum() < 3:
+                continue
+            r = float(np.median(d[row][ok]))
+            pole = len(verts) + len(extra_v)
+            extra_v.append(np.array([0.0, sign * r, 0.0]))
+            extra_d.append(r)
+            if colors is not None:
+                extra_c.append(colors.reshape(h, w, 3)[row][ok].mean(0))
+            ring = idx[row]
+            nxt = np.roll(ring, -1)
+            fan = np.stack([np.full(w, pole), ring, nxt], 1) if sign > 0 else np.stack([np.full(w, pole), nxt, ring], 1)
+            faces = np.concatenate([faces, fan], axis=0)
+    if extra_v:
+        verts = np.concatenate([verts, np.stack(extra_v)], axis=0)
+        vvalid = np.concatenate([vvalid, np.ones(len(extra_v), bool)])
+        dist_v = np.concatenate([dist_v, np.asarray(extra_d)])
+        if colors is not None:
+            colors = np.concatenate([colors, np.stack(extra_c).astype(np.float32)], axis=0)
+    # orientation: normals toward the centre, i.e. opposite to the ray through the centroid
+    tri = verts[faces]
+    n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    cen = tri.mean(axis=1)
+    flip = np.einsum("ij,ij->i", n, cen) > 0
+    faces[flip] = faces[flip][:, [0, 2, 1]]
+    n[flip] *= -1
+    # cuts
+    keep = vvalid[faces].all(axis=1)
+    df = dist_v[faces]
+    keep &= df.max(axis=1) <= (1.0 + o.max_depth_ratio) * np.maximum(df.min(axis=1), 1e-12)
+    nn = np.linalg.norm(n, axis=1)
+    cn = np.linalg.norm(cen, axis=1)
+    cosang = np.abs(np.einsum("ij,ij->i", n, cen)) / np.maximum(nn * cn, 1e-20)
+    keep &= (nn > 0) & (cosang >= math.cos(math.radians(o.max_grazing_deg)))
+    faces = faces[keep]
+    pixel = np.arange(len(verts))
+    pixel[h * w:] = -1
+    used = np.zeros(len(verts), bool)
+    used[faces.reshape(-1)] = True
+    remap = np.cumsum(used) - 1
+    verts, colors, pixel = verts[used], (None if colors is None else colors[used]), pixel[used]
+    faces = remap[faces]
+    if o.min_component_fraction > 0:
+        verts, faces, kept, _ = remove_small_components(verts, faces, o.min_component_fraction)
+        colors, pixel = (None if colors is None else colors[kept]), pixel[kept]
+    if len(faces) == 0:
+        raise ValueError("depth mesh is empty: every triangle was cut (invalid distances, or max_depth_ratio / "
+                         "max_grazing_deg too strict).")
+    mesh = Mesh(verts.astype(np.float32), faces.astype(np.int64), colors=colors)
+    mesh.normals = vertex_normals(mesh.vertices, mesh.faces)
+    mesh.info = {"grid": [h, w], "faces": int(len(faces)), "cut_faces": int((~keep).sum()), "pixel_index": pixel}
+    return mesh
+
+
+def point_cloud(rgb: np.ndarray | None, distance: np.ndarray, normals: np.ndarray | None = None, *, stride: int = 1):
+    """Coloured point cloud of a distance panorama: points ``(N, 3)``, colours ``(N, 3)`` or None,
+    normals ``(N, 3)`` or None (``normals`` ``(H, W, 3)`` world-frame, subsampled with the grid)."""
+    rgb, d = _check_inputs(rgb, distance)
+    if normals is not None:
+        normals = np.asarray(normals, np.float32)
+        if normals.shape != d.shape + (3,):
+            raise ValueError(f"normals must be (H, W, 3) matching distance {d.shape}, got {normals.shape}.")
+    if stride > 1:
+        rgb2, d2 = _subsample(rgb, d, stride)
+        nrm = None if normals is None else normals[stride // 2::stride, stride // 2::stride]
+        rgb, d, normals = rgb2, d2, nrm
+    h, w = d.shape
+    valid = np.isfinite(d) & (d > 0)
+    pts = sphere.erp_directions(h, w, np.float64)[valid] * d[valid][:, None]
+    cols = None if rgb is None else rgb[valid]
+    nrm = None if normals is None else normals[valid]
+    return pts.astype(np.float32), cols, nrm

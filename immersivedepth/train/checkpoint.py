@@ -1,0 +1,106 @@
+"""Checkpoints of the radiance field: atomic save, validated load, and ``load_trained_field``.
+
+A checkpoint is a ``torch.save`` dict of tensors and primitive types only (it loads with
+``torch.load(weights_only=True)``): ``format``, ``step``, ``config`` (the resolved ``field`` config as a JSON
+string), ``model`` (state dict, including the scene box and the occupancy grid), ``optimizer`` (Adam state),
+``generator`` (the sampling RNG state), ``image_size``, ``wall_time``, ``metrics``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from immersivedepth import io
+from immersivedepth.train.config import build_field, diff_keys, model_signature, resolve_config
+
+__all__ = ["CheckpointError", "FORMAT", "TRAIN_COMMAND", "save_checkpoint", "load_checkpoint", "check_model_config",
+           "field_from_checkpoint", "load_trained_field", "checkpoint_dir"]
+
+FORMAT = "immersivedepth.field/1"
+TRAIN_COMMAND = ("python perf_runner.py --config-name nerf dataset.image_path=<image> "
+                 "device.base_exp_dir=<base> mode=train")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, corrupt, or belongs to a different model config."""
+
+
+def checkpoint_dir(run_dir) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def save_checkpoint(path, payload: dict) -> Path:
+    """``torch.save`` ``payload`` to ``path`` atomically (temp file + ``os.replace``); on any failure (disk full,
+    interruption) the previous file at ``path`` is left as it was and the exception propagates."""
+    path = Path(path)
+    with io.atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """Load and sanity-check a checkpoint; errors name the file and what to do."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the file is unusable
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or not an ImmersiveDepth field checkpoint ({type(exc).__name__}: "
+            f"{str(exc)[:200]}). Delete it (or resume from an older checkpoints/step_*.pt renamed to last.pt), or "
+            "train from scratch with is_continue=false") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(f"checkpoint {path} has format {got!r}, expected {FORMAT!r}; it was not written by this "
+                              "version's trainer. Retrain with is_continue=false")
+    for key in ("step", "config", "model"):
+        if key not in payload:
+            raise CheckpointError(f"checkpoint {path} lacks the entry {key!r}; it is incomplete. Retrain with "
+                                  "is_continue=false")
+    return payload
+
+
+def check_model_config(payload: dict, cfg: dict, path) -> None:
+    """Raise :class:`CheckpointError` naming the differing keys if ``cfg``'s model signature differs."""
+    saved = resolve_config(json.loads(payload["config"]))
+    a, b = model_signature(saved), model_signature(cfg)
+    keys = diff_keys(a, b)
+    if keys:
+        detail = ", ".join(f"field.{k}: checkpoint {a.get(k, '<missing>')!r} vs config {b.get(k, '<missing>')!r}"
+                           for k in keys)
+        raise CheckpointError(f"checkpoint {path} was trained with a different model config ({detail}). Use the "
+                              "checkpoint's settings, or train a new run with is_continue=false")
+
+
+def field_from_checkpoint(payload: dict, device="cpu", path=None):
+    """Rebuild the field stored in a loaded checkpoint ``payload`` (on ``device``, eval mode)."""
+    cfg = resolve_config(json.loads(payload["config"]))
+    state = payload["model"]
+    field = build_field(cfg, state["bmin"], state["bmax"])
+    try:
+        field.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint {path} does not match its own config's model: {str(exc)[:300]}") from exc
+    return field.to(device).eval(), cfg
+
+
+def load_trained_field(run_dir, device="cpu"):
+    """``(field, info)`` from ``<run_dir>/checkpoints/last.pt``.
+
+    ``info``: ``step``, ``config`` (resolved dict), ``image_size`` ``(H, W)``, ``metrics``, ``path``.
+    Raises ``FileNotFoundError`` naming the run dir and the training command when there is no checkpoint.
+    """
+    run_dir = Path(run_dir)
+    path = checkpoint_dir(run_dir) / "last.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"no trained field in {run_dir}: {path} does not exist. Train it first: "
+                                f"{TRAIN_COMMAND}")
+    payload = load_checkpoint(path, map_location=device)
+    field, cfg = field_from_checkpoint(payload, device, path)
+    info = {"step": int(payload["step"]), "config": cfg, "image_size": tuple(payload.get("image_size", ())),
+            "metrics": dict(payload.get("metrics", {})), "path": str(path)}
+    return field, info

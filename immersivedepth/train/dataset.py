@@ -1,0 +1,139 @@
+"""Training rays from one panorama: pixel-centre rays from the panorama centre, supervision masks.
+
+Every pixel ``(v, u)`` gives a ray from the origin (the panorama centre) along ``sphere.erp_directions``; its
+colour and supervised distance are the pixel's values. Masks (PERF found these useful, FACTS.md):
+
+* ``valid``: the distance is finite and > 0. Invalid pixels are not trained on at all.
+* ``edge``: a depth discontinuity -- the relative distance jump to one of the 4 neighbours (longitude wraps)
+  exceeds ``edge_threshold``, or a neighbour is invalid; dilated by ``edge_dilation`` pixels.
+* ``grazing``: the surface normal (cross product of the back-projected points' finite differences) makes an
+  angle above ``grazing_max_deg`` with the ray.
+
+The distance loss uses ``valid & ~edge & ~grazing``; the colour loss uses every valid pixel unless
+``color_on_masked`` is false (then the same mask as the distance loss).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from immersivedepth import sphere
+
+__all__ = ["MASK_DEFAULTS", "distance_normals", "supervision_masks", "PanoramaRays"]
+
+MASK_DEFAULTS: dict = {
+    "edge_threshold": 0.1,
+    "edge_dilation": 1,
+    "grazing_max_deg": 82.0,
+    "color_on_masked": True,
+    "min_valid_fraction": 0.05,
+}
+
+
+def _shift(a: np.ndarray, dv: int, du: int) -> np.ndarray:
+    """``a[v + dv, u + du]`` with longitude wrap and rows clamped at the poles."""
+    out = np.roll(a, -du, axis=1) if du else a
+    if dv:
+        idx = np.clip(np.arange(a.shape[0]) + dv, 0, a.shape[0] - 1)
+        out = out[idx]
+    return out
+
+
+def distance_normals(distance: np.ndarray) -> np.ndarray:
+    """Unit surface normals ``(H, W, 3)`` of an ERP distance map ``(H, W)`` (facing the centre; 0 where undefined)."""
+    h, w = distance.shape
+    p = sphere.erp_directions(h, w).astype(np.float64) * distance[..., None]
+    du = _shift(p, 0, 1) - _shift(p, 0, -1)
+    dv = _shift(p, 1, 0) - _shift(p, -1, 0)
+    n = np.cross(du, dv)
+    norm = np.linalg.norm(n, axis=-1, keepdims=True)
+    n = np.where(norm > 1e-12, n / np.maximum(norm, 1e-12), 0.0)
+    dirs = sphere.erp_directions(h, w).astype(np.float64)
+    flip = (n * dirs).sum(-1, keepdims=True) > 0
+    return np.where(flip, -n, n).astype(np.float32)
+
+
+def supervision_masks(distance: np.ndarray, *, edge_threshold: float = 0.1, edge_dilation: int = 1,
+                      grazing_max_deg: float = 82.0) -> dict:
+    """Masks ``(H, W)`` bool ``valid``, ``edge``, ``grazing``, ``supervise`` (= valid & ~edge & ~grazing) and the
+    ``normals`` ``(H, W, 3)`` of an ERP distance map ``(H, W)`` (0 / NaN / inf = invalid)."""
+    d = np.asarray(distance, dtype=np.float64)
+    valid = np.isfinite(d) & (d > 0)
+    dz = np.where(valid, d, 0.0)
+    edge = np.zeros_like(valid)
+    for dv, du in ((0, 1), (0, -1), (1, 0), (-1, 0)):
+        dn = _shift(dz, dv, du)
+        vn = _shift(valid, dv, du)
+        rel = np.abs(dz - dn) / np.maximum(np.minimum(dz, dn), 1e-12)
+        edge |= valid & (~vn | (rel > edge_threshold))
+    if edge_dilation > 0:
+        k = 2 * int(edge_dilation) + 1
+        t = torch.from_numpy(edge.astype(np.float32))[None, None]
+        t = F.pad(t, (edge_dilation, edge_dilation, 0, 0), mode="circular")
+        t = F.max_pool2d(t, k, stride=1, padding=(edge_dilation, 0))
+        edge = (t[0, 0].numpy() > 0) & valid
+    normals = distance_normals(dz)
+    dirs = sphere.erp_directions(*d.shape)
+    cos = np.abs((normals * dirs).sum(-1))
+    grazing = valid & (cos < np.cos(np.deg2rad(grazing_max_deg)))
+    return {"valid": valid, "edge": edge, "grazing": grazing, "supervise": valid & ~edge & ~grazing,
+            "normals": normals}
+
+
+class PanoramaRays:
+    """The trainable rays of one panorama (torch tensors on ``device``).
+
+    Args:
+        rgb: ``(H, W, 3)`` float in [0, 1].
+        distance: ``(H, W)`` world units; 0 / NaN / inf = invalid (masked).
+        masks: the ``field.masks`` config (keys of :data:`MASK_DEFAULTS`).
+
+    Attributes (``P`` = number of valid pixels): ``dirs (P,3)``, ``rgb (P,3)``, ``distance (P,)``,
+    ``depth_mask (P,)`` (distance loss), ``color_mask (P,)``, ``normals (P,3)``, ``pixel (P,)`` flat pixel index,
+    ``points (P,3)`` back-projected supervision points; ``height``, ``width``, ``masks`` (the full ``(H,W)`` masks).
+    """
+
+    def __init__(self, rgb, distance, masks: Mapping | None = None, device: str | torch.device = "cpu"):
+        cfg = dict(MASK_DEFAULTS)
+        cfg.update(dict(masks or {}))
+        rgb = np.asarray(rgb)
+        distance = np.asarray(distance)
+        if rgb.ndim != 3 or rgb.shape[-1] != 3:
+            raise ValueError(f"train_field: rgb must be (H, W, 3) float in [0, 1], got shape {rgb.shape}")
+        if distance.shape != rgb.shape[:2]:
+            raise ValueError(f"train_field: distance map shape {distance.shape} does not match the panorama's "
+                             f"{rgb.shape[:2]}; resample the distance map to the panorama's size first")
+        h, w = distance.shape
+        if w != 2 * h:
+            raise ValueError(f"train_field: an equirectangular panorama is 2:1 (W = 2H); got H={h}, W={w}")
+        if not np.issubdtype(rgb.dtype, np.floating) or not np.isfinite(rgb).all():
+            raise ValueError("train_field: rgb must be finite floats in [0, 1] (read it with io.read_panorama)")
+        m = supervision_masks(distance, edge_threshold=float(cfg["edge_threshold"]),
+                              edge_dilation=int(cfg["edge_dilation"]), grazing_max_deg=float(cfg["grazing_max_deg"]))
+        frac = float(m["valid"].mean())
+        if frac < float(cfg["min_valid_fraction"]):
+            raise ValueError(f"train_field: only {frac:.1%} of the distance map is valid (finite and > 0); need at "
+                             f"least {float(cfg['min_valid_fraction']):.0%} (field.masks.min_valid_fraction). Check the "
+                             "distance file's format/scale (dataset.distance_format)")
+        self.height, self.width = h, w
+        self.masks = m
+        flat_valid = m["valid"].reshape(-1)
+        pix = np.nonzero(flat_valid)[0]
+        dirs = sphere.erp_directions(h, w).reshape(-1, 3)[pix]
+        dist = distance.reshape(-1)[pix].astype(np.float32)
+        t = lambda a, dt=torch.float32: torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=device)  # noqa: E731
+        self.pixel = t(pix, torch.long)
+        self.dirs = t(dirs)
+        self.rgb = t(np.clip(rgb.reshape(-1, 3)[pix], 0.0, 1.0))
+        self.distance = t(dist)
+        self.depth_mask = t(m["supervise"].reshape(-1)[pix], torch.bool)
+        self.color_mask = (torch.ones_like(self.depth_mask) if bool(cfg["color_on_masked"]) else self.depth_mask.clone())
+        self.normals = t(m["normals"].reshape(-1, 3)[pix])
+        self.points = self.dirs * self.distance[:, None]
+
+    def __len__(self) -> int:
+        return int(self.pixel.shape[0])

@@ -1,0 +1,67 @@
+"""Training losses of the radiance field (all return scalar tensors; shapes in the docstrings)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["color_loss", "distance_loss", "distortion_loss", "normal_loss", "psnr_from_mse"]
+
+
+def color_loss(pred: torch.Tensor, target: torch.Tensor, *, kind: str = "mse", beta: float = 0.05) -> torch.Tensor:
+    """Photometric loss between ``(N, 3)`` colours: ``mse`` or ``smooth_l1`` (Huber with ``beta``)."""
+    if kind == "mse":
+        return F.mse_loss(pred, target)
+    if kind == "smooth_l1":
+        return F.smooth_l1_loss(pred, target, beta=beta)
+    raise ValueError(f"field.loss.color_kind must be 'mse' or 'smooth_l1', got {kind!r}")
+
+
+def distance_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, *, beta: float = 0.01,
+                  relative: bool = True) -> torch.Tensor:
+    """Smooth-L1 on the expected ray distance ``(N,)`` vs the supervision ``(N,)``.
+
+    ``relative``: on ``(pred - target) / target`` (AbsRel-like, scale free), else on the raw difference.
+    ``mask`` ``(N,)`` bool selects the supervised rays (none selected: 0).
+    """
+    if mask is not None:
+        pred, target = pred[mask], target[mask]
+    if pred.numel() == 0:
+        return pred.new_zeros(())
+    err = (pred - target) / target if relative else pred - target
+    return F.smooth_l1_loss(err, torch.zeros_like(err), beta=beta)
+
+
+def distortion_loss(weights: torch.Tensor, t: torch.Tensor, delta: torch.Tensor, *, scale: float = 1.0) -> torch.Tensor:
+    """mip-NeRF 360's distortion loss in its O(K) form, mean over rays.
+
+    ``weights, t, delta`` ``(N, K)``: compositing weights, interval midpoints and lengths, samples sorted along
+    each ray (zero-weight padding may sit anywhere). With ``m = t / scale`` and ``d = delta / scale``::
+
+        L = sum_{i,j} w_i w_j |m_i - m_j| + 1/3 sum_i w_i^2 d_i
+          = 2 sum_i w_i (m_i W_{<i} - S_{<i}) + 1/3 sum_i w_i^2 d_i,   W_{<i} = sum_{j<i} w_j,  S_{<i} = sum_{j<i} w_j m_j
+    """
+    m = t / scale
+    d = delta / scale
+    wm = weights * m
+    w_before = torch.cumsum(weights, 1) - weights
+    s_before = torch.cumsum(wm, 1) - wm
+    inter = 2.0 * (weights * (m * w_before - s_before)).sum(1)
+    intra = (weights.square() * d).sum(1) / 3.0
+    return (inter + intra).mean()
+
+
+def normal_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``1 - cos`` between rendered and reference unit normals ``(N, 3)``, mean over ``mask``."""
+    if mask is not None:
+        pred, target = pred[mask], target[mask]
+    if pred.numel() == 0:
+        return pred.new_zeros(())
+    return (1.0 - (F.normalize(pred, dim=-1) * F.normalize(target, dim=-1)).sum(-1)).mean()
+
+
+def psnr_from_mse(mse: float, max_val: float = 1.0) -> float:
+    """PSNR in dB of a mean squared error (``inf`` for 0)."""
+    if mse <= 0:
+        return float("inf")
+    return float(10.0 * torch.log10(torch.tensor(max_val * max_val / mse)))

@@ -1,0 +1,358 @@
+"""Depth Anything V2 / MiDaS v3.1: parity with the official code, key layouts, loading errors, interface."""
+
+from __future__ import annotations
+
+import ast
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from immersivedepth.depth.models import (
+    DAV2_CONFIGS,
+    ENV_VAR,
+    MIDAS_CONFIGS,
+    PRESETS,
+    CheckpointError,
+    CheckpointNotFoundError,
+    build_network,
+    build_preset,
+    load_depth_model,
+    load_network,
+    official_layout,
+)
+from immersivedepth.depth.models.checkpoints import checkpoint_dirs, detect_variant
+from immersivedepth.depth.models.depth_anything_v2 import DAV2_RESIZE
+from immersivedepth.depth.models.midas import gen_relative_position_index, midas_resize_rule
+from immersivedepth.depth.models.preprocess import network_size, prepare_tensor, prepare_uint8
+from immersivedepth.depth.models.synthetic import deterministic_state_dict, state_dict_digest
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO / "tests" / "fixtures" / "parity"
+KEYS_DIR = REPO.parent / "shared" / "reference" / "checkpoints"
+FAST_CASES = ("dav2_vits", "dav2_vitl_s140", "midas_beit_b384", "midas_swin2_t256")
+TOL = 1e-4  # max |ours - reference| relative to the reference output's range
+
+ALL_VARIANTS = [("dav2", v) for v in DAV2_CONFIGS] + [("midas", v) for v in MIDAS_CONFIGS]
+
+
+def _keys_file(family: str, variant: str) -> Path:
+    return KEYS_DIR / (f"dav2_{variant}_keys.txt" if family == "dav2" else f"midas_{variant}_keys.txt")
+
+
+def _read_keys(path: Path) -> dict[str, tuple[int, ...]]:
+    out = {}
+    for line in path.read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        k, s = line.split("\t")
+        out[k] = tuple(ast.literal_eval(s))
+    return out
+
+
+def _fixture(name: str) -> tuple[dict, list[np.ndarray], list[np.ndarray]]:
+    path = FIXTURES / f"{name}.npz"
+    if not path.is_file():
+        pytest.skip(f"parity fixture {path} missing; run scripts/make_parity_fixtures.py --cases {name}")
+    d = np.load(path)
+    meta = json.loads(str(d["meta"]))
+    n = int(d["count"])
+    return meta, [d[f"image_{i}"] for i in range(n)], [d[f"ref_{i}"] for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def ckpt_files(tmp_path_factory):
+    """Deterministic official-format checkpoint files, generated once per module: ``get(family, variant)``."""
+    root = tmp_path_factory.mktemp("ckpt")
+    cache: dict[tuple, Path] = {}
+
+    def get(family: str, variant: str, seed: int = 0) -> Path:
+        key = (family, variant, seed)
+        if key not in cache:
+            sd = deterministic_state_dict(family, variant, seed)
+            name = next(p.filename for p in PRESETS.values() if p.family == family and p.variant == variant)
+            d = root / f"{family}_{variant}_{seed}"
+            d.mkdir()
+            cache[key] = d / name
+            torch.save(sd, cache[key])
+        return cache[key]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def models(ckpt_files):
+    cache = {}
+
+    def get(name: str, meta: dict):
+        if name not in cache:
+            cache[name] = load_depth_model(ckpt_files(meta["family"], meta["variant"], meta["seed"]),
+                                           input_size=meta["input_size"])
+        return cache[name]
+
+    return get
+
+
+# ---------------------------------------------------------------------------------------------------------
+# parity with the reference implementations
+# ---------------------------------------------------------------------------------------------------------
+def _check_parity(name, models):
+    meta, images, refs = _fixture(name)
+    sd = deterministic_state_dict(meta["family"], meta["variant"], meta["seed"])
+    assert state_dict_digest(sd) == meta["state_dict_digest"], "deterministic weights changed since the fixture"
+    del sd
+    model = models(name, meta)
+    for img, ref in zip(images, refs):
+        out = model.predict(img)
+        assert out.shape == img.shape[:2] and out.dtype == np.float32
+        span = float(ref.max() - ref.min())
+        assert span > 0.1 and (ref > 0).mean() > 0.5  # a meaningful reference, not all zeros
+        err = float(np.abs(out - ref).max()) / span
+        assert err <= TOL, f"{name} {img.shape}: max error {err:.2e} of the range"
+
+
+@pytest.mark.parametrize("name", FAST_CASES)
+def test_parity_with_reference(name, models):
+    _check_parity(name, models)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["dav2_vitl", "dav2_vitb", "midas_swin2_b384", "midas_dpt_l384",
+                                  "midas_dpt_hybrid384", "midas_beit_l384"])
+def test_parity_with_reference_heavy(name, models):
+    _check_parity(name, models)
+
+
+def test_fixture_inputs_exercise_non_native_sizes():
+    """The fixtures cover the native network size and a non-square one (pos-embed / rel-pos resampling)."""
+    meta, images, _ = _fixture("dav2_vits")
+    sizes = {network_size(*im.shape[:2], DAV2_RESIZE) for im in images}
+    assert sizes == {(518, 518), (518, 728)}
+    meta, images, _ = _fixture("midas_beit_b384")
+    rule = midas_resize_rule(MIDAS_CONFIGS["dpt_beit_base_384"])
+    assert {network_size(*im.shape[:2], rule) for im in images} == {(384, 384), (288, 384)}
+    assert sum(f.stat().st_size for f in FIXTURES.glob("*.npz")) < 1_000_000
+
+
+def test_tiles_interface_matches_predict(models):
+    """``model(tiles)`` (torch resize) agrees with ``predict`` (cv2 resize) up to the resize rounding."""
+    for name in ("dav2_vits", "midas_swin2_t256"):
+        meta, images, _ = _fixture(name)
+        model = models(name, meta)
+        img = images[1]
+        ref = model.predict(img)
+        tiles = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255.0
+        tiles = torch.cat([tiles, tiles.flip(-1)])
+        K = torch.eye(3).expand(2, 3, 3)
+        out = model(tiles, K=K, R=torch.eye(3).expand(2, 3, 3))
+        assert out.shape == (2, *img.shape[:2]) and out.dtype == torch.float32
+        span = ref.max() - ref.min()
+        assert np.abs(out[0].numpy() - ref).max() / span < 2e-3
+        # batching: the second tile equals running it alone
+        alone = model(tiles[1:])
+        assert torch.allclose(out[1], alone[0], atol=1e-5 * span)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# key layouts
+# ---------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("family,variant", ALL_VARIANTS)
+def test_official_key_layout(family, variant):
+    """Our modules, renamed to the official layout, have exactly the keys and shapes of the released files."""
+    path = _keys_file(family, variant)
+    if not path.is_file():
+        pytest.skip(f"reference key list {path} not available")
+    expected = _read_keys(path)
+    net = build_network(family, variant)
+    assert official_layout(net) == expected
+    # renaming is a bijection
+    for k in net.state_dict(keep_vars=True):
+        assert net.from_official_key(net.to_official_key(k)) == k
+
+
+@pytest.mark.parametrize("family,variant", ALL_VARIANTS)
+def test_loader_accepts_full_official_layout(family, variant):
+    """A state dict with exactly the official keys/shapes (meta tensors) is detected and loads strictly."""
+    path = _keys_file(family, variant)
+    if not path.is_file():
+        pytest.skip(f"reference key list {path} not available")
+    sd = {k: torch.empty(s, device="meta") for k, s in _read_keys(path).items()}
+    assert detect_variant(sd) == (family, variant)
+    net = load_network(sd, path, variant=variant, compute_buffers=False)
+    assert net.cfg.name == variant
+
+
+@pytest.mark.parametrize("name,message", [("dpt_levit_224", "LeViT"), ("dpt_swin_large_384", "Swin V1")])
+def test_unsupported_midas_models_are_named(name, message):
+    path = KEYS_DIR / f"midas_{name}_keys.txt"
+    if not path.is_file():
+        pytest.skip(f"reference key list {path} not available")
+    sd = {k: torch.empty(s, device="meta") for k, s in _read_keys(path).items()}
+    with pytest.raises(CheckpointError, match=f"{name}.*{message}.*not supported"):
+        detect_variant(sd, path)
+
+
+def test_beit_relative_position_index_matches_timm():
+    from timm.models.beit import gen_relative_position_index as timm_index
+
+    for window in [(24, 24), (18, 24), (5, 3)]:
+        assert torch.equal(gen_relative_position_index(window), timm_index(window))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# preprocessing
+# ---------------------------------------------------------------------------------------------------------
+def test_network_size_rules():
+    # DA V2: lower bound 518, multiple of 14
+    assert network_size(50, 70, DAV2_RESIZE) == (518, 728)
+    assert network_size(512, 1024, DAV2_RESIZE) == (518, 1036)
+    assert network_size(1000, 1000, DAV2_RESIZE) == (518, 518)
+    # MiDaS BEiT/ViT: "minimal" keep-aspect, multiple of 32; Swin V2: square net size
+    beit = midas_resize_rule(MIDAS_CONFIGS["dpt_beit_large_512"])
+    # |1 - 512/70| < |1 - 512/50|: fit the width; 50 * 512/70 = 365.7 -> 352
+    assert network_size(50, 70, beit) == (352, 512)
+    # |1 - 512/500| < |1 - 512/1000|: fit the width (upscale 1.024); 1024 is already a multiple of 32
+    assert network_size(1000, 500, beit) == (1024, 512)
+    swin = midas_resize_rule(MIDAS_CONFIGS["dpt_swin2_tiny_256"])
+    assert network_size(50, 70, swin) == (256, 256)
+    # round-half-to-even like np.round: 7.5 * 32 -> 8 * 32, 6.5 * 32 -> 6 * 32
+    rule = midas_resize_rule(MIDAS_CONFIGS["dpt_large_384"])
+    assert network_size(384, 240, rule) == (384, 256)  # 240/32 = 7.5 -> 8
+    assert network_size(384, 208, rule) == (384, 192)  # 208/32 = 6.5 -> 6
+
+
+def test_tensor_preprocessing_matches_cv2_path():
+    rng = np.random.default_rng(3)
+    img = (rng.random((61, 47, 3)) * 255).astype(np.uint8)
+    for rule in (DAV2_RESIZE, midas_resize_rule(MIDAS_CONFIGS["dpt_beit_base_384"])):
+        a = prepare_uint8(img, rule)
+        b = prepare_tensor(torch.from_numpy(img).permute(2, 0, 1)[None].double() / 255.0, rule).float()
+        assert a.shape == b.shape == (1, 3, *network_size(61, 47, rule))
+        assert (a - b).abs().max() < 1e-3  # normalised units (std 0.229 or 0.5)
+
+
+def test_bad_inputs_are_rejected(models):
+    meta, _, _ = _fixture("dav2_vits")
+    model = models("dav2_vits", meta)
+    with pytest.raises(ValueError, match=r"RGB uint8 array of shape \(H,W,3\)"):
+        model.predict(np.zeros((10, 10), np.uint8))
+    with pytest.raises(ValueError, match=r"RGB uint8 array"):
+        model.predict(np.zeros((10, 10, 3), np.float32))
+    with pytest.raises(ValueError, match=r"\(B,3,H,W\)"):
+        model(torch.zeros(3, 32, 32))
+    with pytest.raises(ValueError, match="float RGB"):
+        model(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# loading and its failure modes
+# ---------------------------------------------------------------------------------------------------------
+def test_safetensors_and_training_wrapper_load_identically(ckpt_files, tmp_path):
+    from safetensors.torch import save_file
+
+    src = ckpt_files("dav2", "vits")
+    sd = torch.load(src, weights_only=True)
+    st = tmp_path / "depth_anything_v2_vits.safetensors"
+    save_file(sd, str(st))
+    wrapped = tmp_path / "wrapped.pth"
+    torch.save({"model": sd, "optimizer": {"lr": torch.tensor(1.0)}}, wrapped)
+    img = np.random.default_rng(0).integers(0, 255, (30, 40, 3), dtype=np.uint8)
+    outs = [load_depth_model(p, input_size=98).predict(img) for p in (src, st, wrapped)]
+    assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
+
+
+def test_missing_checkpoint_names_file_url_and_alternative(tmp_path, monkeypatch):
+    with pytest.raises(CheckpointNotFoundError) as info:
+        build_preset("dav2_vitl", checkpoint_dir=tmp_path)
+    msg = str(info.value)
+    assert isinstance(info.value, FileNotFoundError)
+    for part in ("depth_anything_v2_vitl.pth", str(tmp_path),
+                 "https://huggingface.co/depth-anything/Depth-Anything-V2-Large", "dataset.distance_path",
+                 "depth.source=reference", ENV_VAR):
+        assert part in msg
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "envdir"))
+    assert checkpoint_dirs() == [tmp_path / "envdir"]
+    with pytest.raises(CheckpointNotFoundError, match=r"dpt_beit_large_512\.pt.*envdir.*github\.com/isl-org/MiDaS"):
+        build_preset("midas_beit_l512")
+    with pytest.raises(CheckpointNotFoundError, match=r"dpt_swin2_tiny_256\.pt.*releases/download/v3_1"):
+        load_depth_model(tmp_path / "nowhere" / "dpt_swin2_tiny_256.pt")
+
+
+def test_default_checkpoint_dirs(monkeypatch, tmp_path):
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    monkeypatch.chdir(tmp_path)
+    dirs = checkpoint_dirs()
+    assert dirs[0] == tmp_path / "checkpoints" and dirs[-1] == REPO / "checkpoints"
+
+
+def test_preset_found_in_checkpoint_dir_and_checked(ckpt_files, tmp_path):
+    import shutil
+
+    shutil.copy(ckpt_files("dav2", "vits"), tmp_path / "depth_anything_v2_vits.pth")
+    model = build_preset("dav2_vits", checkpoint_dir=tmp_path)
+    assert model.name == "dav2_vits" and model.input_size == 518
+    # the same file under another preset's name is caught by the variant check
+    shutil.copy(ckpt_files("dav2", "vits"), tmp_path / "depth_anything_v2_vitb.pth")
+    with pytest.raises(CheckpointError, match=r"requested variant dav2 vitb.*looks like dav2 vits.*pos_embed: "
+                                              r"file \(1, 1370, 384\) vs expected \(1, 1370, 768\)"):
+        build_preset("dav2_vitb", checkpoint_dir=tmp_path)
+    with pytest.raises(CheckpointError, match="unknown depth-model preset 'dav2_huge'"):
+        build_preset("dav2_huge", checkpoint_dir=tmp_path)
+
+
+def test_truncated_files(ckpt_files, tmp_path):
+    from safetensors.torch import save_file
+
+    src = ckpt_files("dav2", "vits").read_bytes()
+    bad = tmp_path / "depth_anything_v2_vits.pth"
+    bad.write_bytes(src[: len(src) // 2])
+    with pytest.raises(CheckpointError, match=rf"{bad.name}.*\({len(src) // 2} bytes\).*truncated or corrupt"):
+        load_depth_model(bad)
+    st = tmp_path / "x.safetensors"
+    save_file({"a": torch.zeros(1000)}, str(st))
+    st.write_bytes(st.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match=r"x\.safetensors.*not a readable safetensors file.*truncated"):
+        load_depth_model(st)
+
+
+def test_foreign_files(ckpt_files, tmp_path):
+    p = tmp_path / "random.pth"
+    torch.save({"encoder.weight": torch.zeros(3, 3), "decoder.bias": torch.zeros(3)}, p)
+    with pytest.raises(CheckpointError, match=r"random\.pth.*not a supported Depth Anything V2 or MiDaS.*encoder"):
+        load_depth_model(p)
+    torch.save({"step": 3, "name": "x"}, p)
+    with pytest.raises(CheckpointError, match=r"not a flat state dict.*'step'"):
+        load_depth_model(p)
+    torch.save([torch.zeros(1)], p)
+    with pytest.raises(CheckpointError, match="holds a list, not a state dict"):
+        load_depth_model(p)
+    with open(p, "wb") as f:
+        pickle.dump({"w": np.zeros(2)}, f)  # arbitrary pickled objects are refused, never executed
+    with pytest.raises(CheckpointError, match=r"random\.pth.*(not unpickled for safety|truncated or corrupt)"):
+        load_depth_model(p)
+    # a MiDaS file passed as Depth Anything V2
+    midas = ckpt_files("midas", "dpt_swin2_tiny_256")
+    with pytest.raises(CheckpointError, match=r"requested variant dav2 vits \(the file looks like midas "
+                                              r"dpt_swin2_tiny_256\).*missing keys.*pretrained\.pos_embed"):
+        load_depth_model(midas, variant="vits")
+    with pytest.raises(CheckpointError, match="unknown depth-model variant 'vitx'"):
+        load_depth_model(midas, variant="vitx")
+
+
+def test_damaged_layout_lists_keys(ckpt_files, tmp_path):
+    sd = torch.load(ckpt_files("dav2", "vits"), weights_only=True)
+    del sd["depth_head.scratch.refinenet2.out_conv.weight"]
+    sd["depth_head.scratch.layer1_rn.weight"] = torch.zeros(64, 40, 3, 3)
+    sd["extra.thing"] = torch.zeros(1)
+    p = tmp_path / "depth_anything_v2_vits.pth"
+    torch.save(sd, p)
+    with pytest.raises(CheckpointError) as info:
+        load_depth_model(p)
+    msg = str(info.value)
+    assert "official dav2 vits layout" in msg and str(p) in msg
+    assert "1 missing keys" in msg and "refinenet2.out_conv.weight" in msg
+    assert "1 unexpected keys" in msg and "extra.thing" in msg
+    assert "layer1_rn.weight: file (64, 40, 3, 3) vs expected (64, 48, 3, 3)" in msg
