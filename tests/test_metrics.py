@@ -124,6 +124,10 @@ def test_align_scale():
         align_scale(gt, gt, method="mean")
     with pytest.raises(ValueError, match="no pixels to fit"):
         align_scale(np.ones(2), np.zeros(2))
+    with pytest.raises(ValueError, match="prediction is zero over the valid pixels"):
+        align_scale(np.zeros(2), np.ones(2), method="lsq")
+    with pytest.raises(ValueError, match="pred must be a numeric array"):
+        align_scale(np.array(["a", "b"]), np.ones(2))
 
 
 def test_align_scale_shift_recovers_known_parameters():
@@ -167,6 +171,12 @@ def test_align_scale_shift_disparity_cap_and_errors():
         align_scale_shift(disp, gt, space="log")
     with pytest.raises(ValueError, match="pred_is_disparity=True needs space='disparity'"):
         align_scale_shift(disp, gt, pred_is_disparity=True)
+    with pytest.raises(ValueError, match="depth_cap must be > 0"):
+        align_scale_shift(disp, gt, space="disparity", pred_is_disparity=True, depth_cap=-1.0)
+    with pytest.raises(ValueError, match="all weights are zero"):
+        align_scale_shift(disp, gt, weights=np.zeros(3))
+    with pytest.raises(ValueError, match=r"weights shape \(2,\) does not broadcast to \(3,\)"):
+        align_scale_shift(disp, gt, weights=np.ones(2))
 
 
 def test_chamfer():
@@ -188,5 +198,7 @@ def test_chamfer():
         chamfer(g, g[:, :2])
     with pytest.raises(ValueError, match=r"points_b must be a non-empty \(N,D\) array"):
         chamfer(g, np.zeros((0, 3)))
+    with pytest.raises(ValueError, match="threshold must be > 0"):
+        chamfer(g, g, threshold=0.0)
     with pytest.raises(ValueError, match="points_a contains non-finite"):
         chamfer(np.full((2, 3), np.nan), g)

@@ -369,6 +369,16 @@ def test_errors_name_the_problem(scene):
         Cylinder("c", (0, 0), 0.1, 1.0, 0.5, Material("m", (0.5, 0.5, 0.5)))
     with pytest.raises(ValueError, match="6 face materials"):
         Room((-1, -1, -1), (1, 1, 1), ())
+    with pytest.raises(ValueError, match=r"origins \(2, 3\) and dirs \(1, 3\) must have the same shape"):
+        scene.cast(np.zeros((2, 3)), np.array([[1.0, 0.0, 0.0]]))
+    with pytest.raises(ValueError, match="height and width must be >= 1, got 0x16"):
+        scene.render_panorama(0, 16)
+    with pytest.raises(ValueError, match="camera position must be 3 finite numbers"):
+        scene.render_panorama(8, 16, position=(0.0, float("nan"), 0.0))
+    with pytest.raises(ValueError, match="n must be >= 0, got -1"):
+        scene.sample_surface(-1)
+    with pytest.raises(ValueError, match="Room bounds must satisfy lo < hi"):
+        Room((1, -1, -1), (1, 1, 1), (Material("m", (0.5, 0.5, 0.5)),) * 6)
     with pytest.raises(RuntimeError, match=r"of 20000 points visible from .*raise max_rounds"):
         scene.sample_surface(20000, visible_from=(0.3, -1.0, -2.0), max_rounds=1)  # under the table: ~49% seen
 
@@ -407,6 +417,8 @@ def test_script_writes_everything(tmp_path, repo_root):
     meta = json.loads((out / "scene.json").read_text())
     assert meta["units"] == "metres" and meta["generator_version"] == SCENE_VERSION
     assert "--width 32" in meta["command"]
+    with pytest.raises(SystemExit, match="--width must be an even number >= 2, got 33"):
+        mod.main(["--out-dir", str(tmp_path), "--width", "33"])
     with pytest.raises(SystemExit, match="not in free space"):
         mod.main(["--out-dir", str(tmp_path), "--width", "32", "--offsets", "y+2.00"])
 

@@ -609,7 +609,7 @@ class Scene:
         per-ray (``(N,)``) or scalar angular footprint std (radians) for the analytic texture prefilter
         (``None``: point-sampled texture). Returns ``distance`` ``(N,)`` float64 (inf = no hit), ``rgb``
         ``(N,3)`` float32 in [0,1], ``normal`` ``(N,3)`` float64 unit, facing the ray, ``object_id`` ``(N,)`` int64,
-        ``point`` ``(N,3)`` float64 hit points.
+        ``point`` ``(N,3)`` float64 hit points (NaN where nothing is hit).
         """
         d = _as_points(dirs, "cast: dirs")
         o = np.asarray(origins, dtype=np.float64)
