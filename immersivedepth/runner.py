@@ -338,7 +338,7 @@ def stage_evaluate(ctx: RunContext) -> dict:
     from immersivedepth.eval.evaluate import evaluate_run
 
     gt_dir = ctx.cfg.evaluate.get("gt_dir")
-    gt_dir = Path(str(gt_dir)) if gt_dir else ctx.image_path.parent / "gt"
+    gt_dir = Path(str(gt_dir)) if gt_dir else ctx.image_path.parent
     ref = _reference_path(ctx)
     results = evaluate_run(
         ctx.run_dir,

@@ -59,7 +59,8 @@ class AnalyticSceneField(torch.nn.Module):
         self.scene = scene or make_scene("living_room")
         self.sigma_max, self.beta = sigma_max, beta
         lo, hi = self.scene.bounds
-        self.bounds = (torch.as_tensor(lo - margin, dtype=torch.float32), torch.as_tensor(hi + margin, dtype=torch.float32))
+        self.bounds = (torch.as_tensor(lo - margin, dtype=torch.float32),
+                       torch.as_tensor(hi + margin, dtype=torch.float32))
         self.dummy = torch.nn.Parameter(torch.zeros(1))
 
     def sdf(self, x):
@@ -79,7 +80,8 @@ def true_color(x):
     """Colour ``(N, 3)`` in [0, 1] as a function of position (torch or numpy)."""
     if isinstance(x, np.ndarray):
         return 0.5 + 0.4 * np.stack([np.sin(x[:, 0] * 1.3), np.cos(x[:, 1] * 1.7), np.sin(x[:, 2] * 0.9 + 1)], -1)
-    return 0.5 + 0.4 * torch.stack([torch.sin(x[:, 0] * 1.3), torch.cos(x[:, 1] * 1.7), torch.sin(x[:, 2] * 0.9 + 1)], -1)
+    return 0.5 + 0.4 * torch.stack([torch.sin(x[:, 0] * 1.3), torch.cos(x[:, 1] * 1.7),
+                                    torch.sin(x[:, 2] * 0.9 + 1)], -1)
 
 
 def simple_renderer(field, origins, dirs, *, near=0.0, far=None, n_samples=256, **_):

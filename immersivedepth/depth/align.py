@@ -19,7 +19,8 @@ dense per-tile-pair blocks (each row touches two tiles) and solved by Cholesky):
       + rigidity * 1/N sum_tiles sum_nodes (s - mean_k s)^2 + (o - mean_k o)^2
       + prior * 1/N sum_tiles sum_nodes (s - 1)^2 + o^2                  tiny: tiles with no overlap stay defined
       + positivity * sum (q < eps * median q) (q - eps * median q)^2    keeps corrected disparity positive
-    subject to mean(s) = 1 (hard constraint, fixes the global scale)
+    subject to mean(s) = 1 in every connected component of the tile-overlap graph (hard constraints:
+    the unobservable global scale of each component)
 
 ``rho`` is Cauchy or Huber on residuals scaled by ``robust_k * 1.4826 * MAD``. Correspondences are the
 exact ray intersections of a Fibonacci lattice of directions with the tiles (no image matching needed:
@@ -37,6 +38,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
+from scipy.sparse.csgraph import connected_components
 
 from immersivedepth import sphere
 from immersivedepth.depth.tiles import fibonacci_sphere
@@ -49,7 +51,7 @@ class AlignConfig:
     """Parameters of :func:`align_tiles` (the ``depth.align`` config group)."""
 
     grid: int = 4  # G: G x G scale/shift nodes per tile (1 = per-tile affine only)
-    samples: int = 20000  # Fibonacci directions used as correspondences
+    samples: int = 12000  # Fibonacci directions used as correspondences
     border_px: float = 1.0  # ignore tile pixels closer than this to the tile edge
     smooth: float = 1e-3  # weight of first differences of the grids
     bending: float = 1e-2  # weight of second differences of the grids
@@ -58,7 +60,7 @@ class AlignConfig:
     robust: str = "cauchy"  # cauchy | huber | none
     robust_k: float = 2.5  # robust scale = robust_k * 1.4826 * MAD of residuals
     robust_min: float = 1e-3  # lower bound of the robust scale (relative residual units)
-    iterations: int = 5  # IRLS iterations
+    iterations: int = 4  # IRLS iterations
     positivity: float = 10.0  # weight of the penalty on q < min_disparity * median(q)
     min_disparity: float = 0.02  # fraction of the median corrected disparity below which q is penalised
     threads: int | None = 1  # torch threads for the dense normal equations (None: leave torch's setting)
@@ -230,19 +232,19 @@ def _outer_accumulate(ia: np.ndarray, va: np.ndarray, ib: np.ndarray, vb: np.nda
     return sp.csr_matrix((vals, (rows, cols)), shape=(n, n))
 
 
-def _solve(nmat, rhs: np.ndarray, gvec: np.ndarray) -> np.ndarray:
-    """Minimise the quadratic ``x^T N x / 2 - rhs . x`` subject to ``gvec . x = 1`` (the gauge) via the
-    KKT system ``[[N, g], [g^T, 0]] [x; lam] = [rhs; 1]`` (dense via torch, sparse via SuperLU)."""
-    n = rhs.size
-    b = np.concatenate([rhs, [1.0]])
+def _solve(nmat, rhs: np.ndarray, gmat: np.ndarray) -> np.ndarray:
+    """Minimise the quadratic ``x^T N x / 2 - rhs . x`` subject to ``G x = 1`` (the gauges, ``G`` ``(C, n)``)
+    via the KKT system ``[[N, G^T], [G, 0]] [x; lam] = [rhs; 1]`` (dense via torch, sparse via SuperLU)."""
+    n, c = rhs.size, gmat.shape[0]
+    b = np.concatenate([rhs, np.ones(c)])
     if sp.issparse(nmat):
-        g = sp.csr_matrix(gvec[None, :])
+        g = sp.csr_matrix(gmat)
         kkt = sp.bmat([[nmat, g.T], [g, None]], format="csc")
         return spla.spsolve(kkt, b)[:n]
-    kkt = np.zeros((n + 1, n + 1))
+    kkt = np.zeros((n + c, n + c))
     kkt[:n, :n] = nmat
-    kkt[:n, n] = gvec
-    kkt[n, :n] = gvec
+    kkt[:n, n:] = gmat.T
+    kkt[n:, :n] = gmat
     return torch.linalg.solve(torch.from_numpy(kkt), torch.from_numpy(b)).numpy()[:n]
 
 
@@ -334,7 +336,14 @@ def _align_tiles(
     if n_unk * n_unk <= 16_000_000:
         n_const = n_const.toarray()
     b_const = np.concatenate([np.full(n_s, cfg.prior / n), np.zeros(n_s)])
-    gvec = np.concatenate([np.full(n_s, 1.0 / n_s), np.zeros(n_s)])  # hard constraint gvec . x = 1
+    # gauge: mean scale = 1 within every connected component of the tile-overlap graph (each component
+    # has its own unobservable global scale; usually there is one component)
+    adj = sp.csr_matrix((np.ones(n_pairs), (tile[pi], tile[pj])), shape=(n, n))
+    n_comp, comp = connected_components(adj, directed=False)
+    gvec = np.zeros((n_comp, n_unk))
+    for ci in range(n_comp):
+        members = np.flatnonzero(comp == ci)
+        gvec[ci, (members[:, None] * n_nodes + np.arange(n_nodes)).ravel()] = 1.0 / (members.size * n_nodes)
 
     # the 8 non-zeros of every observation row: global unknown ids and values
     gid = np.concatenate([nodes, nodes + n_s], axis=1)
@@ -386,6 +395,7 @@ def _align_tiles(
         "align_pairs": int(n_pairs),
         "align_pairs_per_tile": pairs_per_tile.tolist(),
         "tiles_without_overlap": no_overlap,
+        "align_components": int(n_comp),
         "align_residual_before": res_before,
         "align_residual_after": float(np.median(np.abs(rel))) if n_pairs else 0.0,
         "align_outlier_fraction": float(np.mean(w_rob < 0.5)) if n_pairs else 0.0,

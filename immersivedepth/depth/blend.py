@@ -83,17 +83,33 @@ def _segments(cols: np.ndarray) -> list[np.ndarray]:
     return np.split(cols, cuts)
 
 
-def _project_block(cam: sphere.TangentCamera, dirs: np.ndarray):
-    """Tile pixel coords (float32 maps for cv2.remap) of ERP directions ``(h', w', 3)``."""
-    d = dirs @ cam.R.astype(np.float32)
-    z = d[..., 2]
+def _project_block(cam: sphere.TangentCamera, lat: np.ndarray, lon: np.ndarray):
+    """Tile pixel coords (float32 maps for cv2.remap) of the ERP block ``lat (h',) x lon (w',)``.
+
+    Uses the separable form ``dir = (cos lat sin lon, sin lat, -cos lat cos lon)`` (no 3-D array).
+    """
+    cla, sla = np.cos(lat).astype(np.float32)[:, None], np.sin(lat).astype(np.float32)[:, None]
+    sl, cl = np.sin(lon).astype(np.float32)[None, :], np.cos(lon).astype(np.float32)[None, :]
+    r = cam.R.astype(np.float32)
+
+    def comp(j):  # world direction . camera axis j
+        return r[0, j] * (cla * sl) + r[1, j] * sla - r[2, j] * (cla * cl)
+
+    z = comp(2)
     front = z > 1e-6
-    zs = np.where(front, z, 1.0)
-    x = cam.K[0, 0] * d[..., 0] / zs + (cam.K[0, 2] - 0.5)
-    y = cam.K[1, 1] * d[..., 1] / zs + (cam.K[1, 2] - 0.5)
-    x = np.where(front, x, -1e4).astype(np.float32)
-    y = np.where(front, y, -1e4).astype(np.float32)
-    return x, y
+    inv = np.where(front, 1.0 / np.where(front, z, 1.0), 0.0).astype(np.float32)
+    x = cam.K[0, 0] * comp(0) * inv + np.float32(cam.K[0, 2] - 0.5)
+    y = cam.K[1, 1] * comp(1) * inv + np.float32(cam.K[1, 2] - 0.5)
+    x[~front] = -1e4
+    y[~front] = -1e4
+    return x.astype(np.float32, copy=False), y.astype(np.float32, copy=False)
+
+
+def _ray_norm(cam: sphere.TangentCamera) -> np.ndarray:
+    """``sqrt(x^2 + y^2 + 1)`` ``(h, w)`` float32 of a tile's normalised pixel-centre coordinates."""
+    x = ((np.arange(cam.width) + 0.5 - cam.K[0, 2]) / cam.K[0, 0]).astype(np.float32)
+    y = ((np.arange(cam.height) + 0.5 - cam.K[1, 2]) / cam.K[1, 1]).astype(np.float32)
+    return np.sqrt(y[:, None] ** 2 + x[None, :] ** 2 + 1.0)
 
 
 def blend_tiles(
@@ -111,7 +127,8 @@ def blend_tiles(
     if q.ndim != 3 or q.shape[0] != n:
         raise ValueError(f"blend_tiles: inv_depth has shape {q.shape}; expected ({n}, h, w)")
     fwd = _FORWARD[cfg.space]
-    dirs_all = sphere.erp_directions(height, width, np.float32)
+    lon_all, _ = sphere.pixel_to_lonlat(np.arange(width, dtype=np.float64), 0.0, width, height)
+    _, lat_all = sphere.pixel_to_lonlat(0.0, np.arange(height, dtype=np.float64), width, height)
     sw = np.zeros((height, width), np.float32)
     swt = np.zeros((height, width), np.float32)
     swl = np.zeros((height, width), np.float32)
@@ -127,19 +144,19 @@ def blend_tiles(
         h, w = cam.height, cam.width
         qk = q[k]
         valid = np.isfinite(qk) & (qk > 0)
-        r = np.where(valid, cam.ray_norm_factor().astype(np.float32) / np.where(valid, qk, 1.0), 1.0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t = fwd(r).astype(np.float32)
-            logr = np.log(r).astype(np.float32)
-        fill = float(np.median(t[valid])) if valid.any() else 0.0
-        t = np.where(valid, t, fill).astype(np.float32)
-        logr = np.where(valid, logr, float(np.median(logr[valid])) if valid.any() else 0.0).astype(np.float32)
+        all_valid = bool(valid.all())
+        r = _ray_norm(cam) / (qk if all_valid else np.where(valid, qk, 1.0))
+        t = fwd(r).astype(np.float32)
+        logr = t if cfg.space == "log" else np.log(r).astype(np.float32)
+        if not all_valid:  # invalid pixels get a neutral value (their weight is 0)
+            t = np.where(valid, t, float(np.median(t[valid])) if valid.any() else 0.0).astype(np.float32)
+            logr = np.where(valid, logr, float(np.median(logr[valid])) if valid.any() else 0.0).astype(np.float32)
         wk = (border_weight(h, w, cfg.power) * valid).astype(np.float32)
         (r0, r1), cols = tile_erp_window(cam, height, width)
         for seg in _segments(cols):
             c0, c1 = int(seg[0]), int(seg[-1]) + 1
             full = c1 - c0 == width
-            mx, my = _project_block(cam, dirs_all[r0:r1, c0:c1])
+            mx, my = _project_block(cam, lat_all[r0:r1], lon_all[c0:c1])
             tw = cv2.remap(wk, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
             np.maximum(tw, 0.0, out=tw)
             tv = cv2.remap(t, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

@@ -8,9 +8,11 @@
    - ``mean``: per-pixel mean of the models' (aligned) disparities;
    - ``weighted``: ``sum_m w_m d_m / sum_m w_m`` with ``depth.fuse.weights`` (list in model order or a
      ``{name: weight}`` mapping);
-   - ``multiband``: ``G_sigma * d_base + (d_detail - G_sigma * d_detail)``: the low band (global structure)
-     of the ``base`` model plus the high band (fine detail, edges) of the ``detail`` model. ``G_sigma`` is a
-     Gaussian of ``band_sigma * tile width`` pixels. Default base = the last model, detail = the first,
+   - ``multiband``: ``exp(G_sigma * log d_base + (log d_detail - G_sigma * log d_detail))``: the low band
+     (global structure) of the ``base`` model plus the high band (fine detail, edges) of the ``detail``
+     model, split in log disparity so that a slowly varying scale error of the detail model cancels
+     (``band_space: linear`` splits the disparity itself). ``G_sigma`` is a Gaussian of
+     ``band_sigma * tile width`` pixels. Default base = the last model, detail = the first,
      i.e. for ``[dav2_vitl, midas_beit_l512]`` the layout from MiDaS and the edges from Depth Anything V2.
 
 Pixels a model marks invalid (disparity 0) are left out of ``mean``/``weighted``; ``multiband`` falls back
@@ -38,13 +40,16 @@ class FuseConfig:
     reference: str | int | None = None  # frame all models are fitted to; None: the multiband base, else model 0
     base: str | int | None = None  # multiband low band; None: the last model
     detail: str | int | None = None  # multiband high band; None: the first model
-    band_sigma: float = 0.03  # multiband split: Gaussian sigma as a fraction of the tile width
+    band_sigma: float = 0.05  # multiband split: Gaussian sigma as a fraction of the tile width
+    band_space: str = "log"  # multiband bands of log disparity (multiplicative errors cancel) or linear
     fit_samples: int = 20000  # pixels per tile used by the affine fit
     fit_iterations: int = 4  # Huber IRLS iterations of the affine fit
     huber_k: float = 1.345  # Huber threshold in robust standard deviations
     seed: int = 0  # pixel subsample seed
 
     def __post_init__(self) -> None:
+        if self.band_space not in ("log", "linear"):
+            raise ValueError(f"depth.fuse.band_space must be log or linear, got {self.band_space!r}")
         if self.band_sigma <= 0:
             raise ValueError(f"depth.fuse.band_sigma must be > 0, got {self.band_sigma}")
 
@@ -156,9 +161,15 @@ def fuse_disparities(
         sigma = cfg.band_sigma * w
         fused = np.empty((n, h, w))
         for k in range(n):
-            low = _blur(stack[base, k], sigma)
-            dk = np.where(valid[detail, k], stack[detail, k], stack[base, k])
-            fused[k] = np.where(valid[base, k], low + dk - _blur(dk, sigma), 0.0)
+            bk = stack[base, k]
+            dk = np.where(valid[detail, k], stack[detail, k], bk)
+            if cfg.band_space == "log":  # multiplicative errors (scale drifting across the tile) cancel
+                floor = 1e-3 * max(float(np.median(bk[bk > 0])) if (bk > 0).any() else 1.0, 1e-12)
+                lb, ld = np.log(np.maximum(bk, floor)), np.log(np.maximum(dk, floor))
+                fk = np.exp(_blur(lb, sigma) + ld - _blur(ld, sigma))
+            else:
+                fk = _blur(bk, sigma) + dk - _blur(dk, sigma)
+            fused[k] = np.where(valid[base, k], fk, 0.0)
     fused = np.maximum(fused, 0.0).astype(np.float32)
     info = {"fusion": rule, "fusion_reference": names[ref], "fusion_affine": coeffs}
     if rule == "multiband":

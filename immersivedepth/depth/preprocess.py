@@ -84,14 +84,18 @@ def gaussian_filter(img: np.ndarray, sigma: float, *, wrap: bool = False) -> np.
 
 
 def clahe_luminance(img: np.ndarray, clip_limit: float = 2.0, grid: int = 8) -> np.ndarray:
-    """CLAHE on the L channel of CIE Lab (16-bit), chroma a/b untouched; grey stays grey."""
+    """CLAHE on the L channel of CIE Lab, chroma a/b untouched (grey stays grey).
+
+    L is quantised to 8 bits so that ``clip_limit`` has OpenCV's usual 8-bit meaning (with 65536 bins
+    the same number would clip almost everything).
+    """
     img = _check(img, "clahe_luminance")
     if clip_limit <= 0 or grid < 1:
         raise ValueError(f"CLAHE needs clip_limit > 0 and grid >= 1, got {clip_limit}, {grid}")
     lab = cv2.cvtColor(np.clip(img, 0, 1), cv2.COLOR_RGB2Lab)
-    l16 = np.round(lab[..., 0] / 100.0 * 65535.0).astype(np.uint16)
-    eq = cv2.createCLAHE(clipLimit=float(clip_limit), tileGridSize=(int(grid), int(grid))).apply(l16)
-    lab[..., 0] = eq.astype(np.float32) / 65535.0 * 100.0
+    l8 = np.round(lab[..., 0] / 100.0 * 255.0).astype(np.uint8)
+    eq = cv2.createCLAHE(clipLimit=float(clip_limit), tileGridSize=(int(grid), int(grid))).apply(l8)
+    lab[..., 0] = eq.astype(np.float32) / 255.0 * 100.0
     return np.clip(cv2.cvtColor(lab, cv2.COLOR_Lab2RGB), 0.0, 1.0).astype(np.float32)
 
 

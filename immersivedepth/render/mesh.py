@@ -375,8 +375,9 @@ def auto_density_threshold(density_fn: Callable[[np.ndarray], np.ndarray], dista
     """Density level whose first crossing along rays from the panorama centre best matches the distance map.
 
     Samples ``n_rays`` valid pixels of ``distance`` ``(H, W)`` (area-uniform), evaluates the density at
-    ``n_samples`` distances in ``window * D`` along each, and picks among ``n_candidates`` log-spaced levels
-    the one minimising the median relative error ``|t_hit - D| / D``. Returns (level, that error).
+    ``n_samples`` distances in ``window * D`` along each, and searches (``n_candidates`` log-spaced levels,
+    three coarse-to-fine rounds) the level minimising the median relative error ``|t_hit - D| / D`` of the
+    first crossing ``t_hit`` (linearly interpolated between samples). Returns (level, that error).
     """
     d = np.asarray(distance, np.float64)
     valid = np.isfinite(d) & (d > 0)
@@ -399,21 +400,29 @@ def auto_density_threshold(density_fn: Callable[[np.ndarray], np.ndarray], dista
     lo, hi = np.quantile(pos, [0.02, 0.98])
     if not hi > lo:
         hi = lo * 10 + 1e-12
-    cands = np.exp(np.linspace(np.log(max(lo, 1e-12)), np.log(hi), n_candidates))
-    best, best_err = float(cands[0]), np.inf
-    for c in cands:
+    r = np.arange(len(pix))
+
+    def rel_error(c):
         above = sig >= c
         hit = above.any(axis=1)
         k = np.argmax(above, axis=1)
         km = np.maximum(k - 1, 0)
-        r = np.arange(len(k))
         s0, s1 = sig[r, km], sig[r, k]
         frac = np.where((k > 0) & (s1 > s0), (c - s0) / np.where(s1 > s0, s1 - s0, 1.0), 0.0)
         th = t[r, km] + frac * (t[r, k] - t[r, km])
-        err = np.where(hit, np.abs(th - dd) / dd, 1.0)
-        e = float(np.median(err))
-        if e < best_err:
-            best, best_err = float(c), e
+        return float(np.median(np.where(hit, np.abs(th - dd) / dd, 1.0)))
+
+    # coarse-to-fine search over log-spaced levels (3 rounds, each zooming into the best candidate's neighbours)
+    a, b = math.log(max(lo, 1e-12)), math.log(hi)
+    best, best_err = math.exp(a), np.inf
+    for _ in range(3):
+        cands = np.linspace(a, b, n_candidates)
+        errs = [rel_error(math.exp(c)) for c in cands]
+        i = int(np.argmin(errs))
+        if errs[i] < best_err:
+            best, best_err = float(math.exp(cands[i])), errs[i]
+        step = cands[1] - cands[0]
+        a, b = cands[i] - step, cands[i] + step
     return best, best_err
 
 
@@ -493,6 +502,7 @@ class FieldMeshOptions:
     decimate_faces: int = 0
     colors: bool = True
     auto_n_rays: int = 4096
+    auto_n_samples: int = 128
     auto_window: tuple[float, float] = (0.5, 1.5)
     view_origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
@@ -565,7 +575,8 @@ def field_mesh(field, options: FieldMeshOptions | None = None, *, distance: np.n
             thr = math.log(2.0) / h
             thr_info = {"threshold_method": "half-opaque voxel (no distance map)"}
         else:
-            thr, err = auto_density_threshold(dens, dmap, n_rays=o.auto_n_rays, window=tuple(o.auto_window))
+            thr, err = auto_density_threshold(dens, dmap, n_rays=o.auto_n_rays, n_samples=o.auto_n_samples,
+                                              window=tuple(o.auto_window))
             thr_info = {"threshold_method": "auto (first crossing matches distance map)", "threshold_rel_err": err}
     else:
         thr = float(o.threshold)

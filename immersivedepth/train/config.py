@@ -23,10 +23,10 @@ FIELD_DEFAULTS: dict = {
     "sampling": {"band_rel": 0.03, "band_min_cells": 1.5, "band_samples": 24, "front_segments": 4,
                  "coarse_step_cells": 0.5, "max_segments": 16, "per_segment": 4, "color_weight_threshold": 1e-4},
     "loss": {"color": 1.0, "color_kind": "mse", "color_beta": 0.05, "distance": 0.1, "distance_beta": 0.01,
-             "distance_relative": True, "distortion": 0.002, "normal": 0.0},
+             "distance_relative": True, "distortion": 0.002, "opacity": 0.1, "normal": 0.0},
     "masks": copy.deepcopy(MASK_DEFAULTS),
     "optim": {"steps": 2000, "batch_rays": 4096, "lr": 0.01, "warmup_steps": 100, "warmup_start_factor": 0.01,
-              "final_lr_factor": 0.03, "betas": [0.9, 0.99], "eps": 1e-15},
+              "final_lr_factor": 0.03, "betas": [0.9, 0.99], "eps": 1e-15, "fused": True},
     "log": {"log_every": 25, "checkpoint_every": 500, "keep_checkpoints": 3, "preview_every": 1000,
             "preview_width": 256, "eval_stride": 1, "eval_chunk": 16384, "tensorboard": True},
 }

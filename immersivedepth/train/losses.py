@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["color_loss", "distance_loss", "distortion_loss", "normal_loss", "psnr_from_mse"]
+__all__ = ["color_loss", "distance_loss", "distortion_loss", "opacity_loss", "normal_loss", "psnr_from_mse"]
 
 
 def color_loss(pred: torch.Tensor, target: torch.Tensor, *, kind: str = "mse", beta: float = 0.05) -> torch.Tensor:
@@ -49,6 +49,17 @@ def distortion_loss(weights: torch.Tensor, t: torch.Tensor, delta: torch.Tensor,
     inter = 2.0 * (weights * (m * w_before - s_before)).sum(1)
     intra = (weights.square() * d).sum(1) / 3.0
     return (inter + intra).mean()
+
+
+def opacity_loss(opacity: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``mean(1 - opacity)`` over the rays ``mask`` selects (``opacity`` ``(N,)``): a ray with a supervised surface
+    must be fully opaque (otherwise a half-transparent surface with a compensating colour fits the training view
+    but renders wrong from elsewhere)."""
+    if mask is not None:
+        opacity = opacity[mask]
+    if opacity.numel() == 0:
+        return opacity.new_zeros(())
+    return (1.0 - opacity).clamp_min(0.0).mean()
 
 
 def normal_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -45,13 +45,20 @@ from immersivedepth.train.checkpoint import (
 )
 from immersivedepth.train.config import build_field, resolve_config
 from immersivedepth.train.dataset import PanoramaRays
-from immersivedepth.train.losses import color_loss, distance_loss, distortion_loss, normal_loss, psnr_from_mse
+from immersivedepth.train.losses import (
+    color_loss,
+    distance_loss,
+    distortion_loss,
+    normal_loss,
+    opacity_loss,
+    psnr_from_mse,
+)
 from immersivedepth.train.schedule import lr_at
 
 __all__ = ["train_field", "TrainingInterrupted", "evaluate_view", "METRIC_COLUMNS"]
 
 LOG = logging.getLogger("immersivedepth.train")
-METRIC_COLUMNS = ("step", "loss", "color", "distance", "distortion", "normal", "psnr", "lr", "samples_per_ray",
+METRIC_COLUMNS = ("step", "loss", "color", "distance", "distortion", "opacity", "normal", "psnr", "lr", "samples_per_ray",
                   "color_samples_per_ray", "occupied", "elapsed_s")
 
 
@@ -191,7 +198,8 @@ def train_field(rgb, distance, run_dir, cfg: Mapping | None = None, *, resume: b
         bmin, bmax = scene_bounds_from_points(rays.points.cpu(), float(cfg["model"]["scene_margin"]))
         field = build_field(cfg, bmin, bmax).to(device)
     field.occupancy.seed_from_points(rays.points, int(gc["dilation"]))
-    optimizer = torch.optim.Adam(field.parameters(), lr=float(oc["lr"]), betas=tuple(oc["betas"]), eps=float(oc["eps"]))
+    optimizer = torch.optim.Adam(field.parameters(), lr=float(oc["lr"]), betas=tuple(oc["betas"]), eps=float(oc["eps"]),
+                                 fused=bool(oc["fused"]))
 
     step, wall_before, rows = 0, 0.0, []
     if resume:
@@ -282,9 +290,10 @@ def train_field(rgb, distance, run_dir, cfg: Mapping | None = None, *, resume: b
                 l_dist = distance_loss(out["distance"], gd, dm, beta=float(lc["distance_beta"]),
                                        relative=bool(lc["distance_relative"]))
                 l_dst = distortion_loss(out["weights"], out["t"], out["delta"], scale=field.unit)
+                l_opa = opacity_loss(out["opacity"], dm)
                 l_nrm = normal_loss(out["normal"], rays.normals[idx], dm) if want_normals else l_dist.new_zeros(())
                 loss = (float(lc["color"]) * l_col + float(lc["distance"]) * l_dist
-                        + float(lc["distortion"]) * l_dst + float(lc["normal"]) * l_nrm)
+                        + float(lc["distortion"]) * l_dst + float(lc["opacity"]) * l_opa + float(lc["normal"]) * l_nrm)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -295,8 +304,9 @@ def train_field(rgb, distance, run_dir, cfg: Mapping | None = None, *, resume: b
                 in_step = False
                 with torch.no_grad():
                     mse = float(torch.mean((out["rgb"][cm].clamp(0, 1) - rays.rgb[idx][cm]) ** 2))
-                metrics = {"step": step, "loss": float(loss), "color": float(l_col), "distance": float(l_dist),
-                           "distortion": float(l_dst), "normal": float(l_nrm), "psnr": psnr_from_mse(mse), "lr": lr,
+                metrics = {"step": step, "loss": float(loss.detach()), "color": float(l_col.detach()),
+                           "distance": float(l_dist.detach()), "distortion": float(l_dst.detach()), "opacity": float(l_opa.detach()),
+                           "normal": float(l_nrm.detach()), "psnr": psnr_from_mse(mse), "lr": lr,
                            "samples_per_ray": out["n_density"] / batch, "color_samples_per_ray": out["n_color"] / batch,
                            "occupied": field.occupancy.occupied_fraction(), "elapsed_s": wall()}
                 bar.update(1)

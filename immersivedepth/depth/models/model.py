@@ -106,13 +106,18 @@ class DepthModel(nn.Module):
         y = resize_output(y, (rgb.shape[0], rgb.shape[1]), self.rule)
         return y[0].cpu().numpy().astype(np.float32)
 
-    @torch.inference_mode()
     def forward(self, tiles: torch.Tensor, *, K: torch.Tensor | None = None,
                 R: torch.Tensor | None = None) -> torch.Tensor:
         """Tiles (B,3,H,W) float RGB in [0,1] -> relative disparity (B,H,W) float32 at tile resolution.
 
         ``K`` (B,3,3) and ``R`` (B,3,3) are part of the depth-model interface and ignored by the networks.
+        Runs under ``torch.inference_mode``; the result is an ordinary tensor (usable in later autograd code).
         """
+        with torch.inference_mode():
+            y = self._forward_tiles(tiles)
+        return y.clone()
+
+    def _forward_tiles(self, tiles: torch.Tensor) -> torch.Tensor:
         if not torch.is_tensor(tiles) or tiles.ndim != 4 or tiles.shape[1] != 3:
             shape = tuple(tiles.shape) if hasattr(tiles, "shape") else type(tiles).__name__
             raise ValueError(f"tiles must be a float tensor of shape (B,3,H,W), got {shape}")

@@ -4,7 +4,8 @@ Every tensor is drawn from a generator seeded by a hash of ``(seed, official key
 produced anywhere, in any key order. Scales keep activations in a realistic range through deep stacks:
 fan-in-scaled normals for conv/linear weights, ~1 for normalisation weights, small biases, moderate
 position embeddings / relative-position tables (large enough that resampling them matters), LayerScale
-~0.3. The final two head biases are positive so the ReLU'd disparity is mostly non-zero. Buffers that the
+~0.3. The final two head biases and the last 1x1 conv's weights are positive so the ReLU'd disparity is
+non-zero (a meaningful comparison). Buffers that the
 official files persist (BEiT ``relative_position_index``, Swin V2 ``attn_mask``) are computed by the
 modules exactly as the reference computes them.
 """
@@ -23,6 +24,7 @@ __all__ = ["deterministic_tensor", "deterministic_state_dict", "state_dict_diges
 
 _TRANSPOSED_CONV = re.compile(r"(depth_head\.resize_layers\.[01]\.weight|pretrained\.act_postprocess[12]\.4\.weight)$")
 _LAST_BIASES = re.compile(r"(depth_head\.scratch\.output_conv2\.[02]\.bias|scratch\.output_conv\.[24]\.bias)$")
+_LAST_WEIGHT = re.compile(r"(depth_head\.scratch\.output_conv2\.2\.weight|scratch\.output_conv\.4\.weight)$")
 
 
 def _generator(key: str, seed: int) -> torch.Generator:
@@ -49,6 +51,8 @@ def deterministic_tensor(key: str, shape: tuple[int, ...], seed: int = 0) -> tor
         return 0.02 * z
     if len(shape) <= 1:  # normalisation weights
         return 1.0 + 0.1 * z
+    if _LAST_WEIGHT.search(key):  # positive 1x1 output conv on ReLU'd features: disparity > 0 almost everywhere
+        return z.abs() / math.sqrt(math.prod(shape[1:]))
     fan_in = shape[0] if _TRANSPOSED_CONV.search(key) else math.prod(shape[1:])
     return z / math.sqrt(fan_in)
 

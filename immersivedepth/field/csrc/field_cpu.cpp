@@ -75,7 +75,7 @@ at::Tensor alloc_zeros(at::IntArrayRef sizes, const at::TensorOptions& opts) {
 // ---------------------------------------------------------------------------
 
 constexpr uint32_t kPrimes[3] = {1u, 2654435761u, 805459861u};
-constexpr int kBlock = 32;  // points whose corners are resolved (and prefetched) together
+constexpr int kBlock = 64;  // points whose corners are resolved (and prefetched) together
 
 struct LevelInfo {
   float scale;
@@ -86,23 +86,6 @@ struct LevelInfo {
   bool pow2;        // size is a power of two -> index & (size - 1)
 };
 
-template <int D>
-inline uint32_t grid_index(const LevelInfo& lv, const uint32_t* pos) {
-  uint32_t index;
-  if (lv.dense) {
-    uint32_t stride = 1;
-    index = 0;
-    for (int d = 0; d < D; ++d) {
-      index += pos[d] * stride;  // uint32 arithmetic, wraps exactly like tcnn
-      stride *= lv.resolution;
-    }
-  } else {
-    index = 0;
-    for (int d = 0; d < D; ++d) index ^= pos[d] * kPrimes[d];
-  }
-  return lv.pow2 ? (index & (lv.size - 1)) : (index % lv.size);
-}
-
 // Clamp to [0, 1]; returns false for non-finite input.
 inline bool clamp01(float v, float* out) {
   if (!std::isfinite(v)) return false;
@@ -110,31 +93,61 @@ inline bool clamp01(float v, float* out) {
   return true;
 }
 
-// Corner indices (entries, relative to the level) and trilinear weights of one point in one level.
-// frac gets tcnn's fractional position (linear interpolation: pos = fma(scale, x, 0.5)).
+// Corner indices (entries, relative to the level) and weights for a block of nb <= kBlock points, in
+// structure-of-arrays form so the compiler vectorises over points. xs[d][j]: clamped coordinates.
+// Outputs idx[c][j], w[c][j] (c = corner, bit d of c = +1 along dimension d) and frac[d][j].
 template <int D>
-inline void level_corners(const LevelInfo& lv, const float* xi, uint32_t* idx, float* w, float* frac) {
-  uint32_t cell[D];
+inline void block_corners(const LevelInfo& lv, const float (*xs)[kBlock], int nb, uint32_t (*idx)[kBlock],
+                          float (*w)[kBlock], float (*frac)[kBlock]) {
+  uint32_t cell[D][kBlock];
+  const float s = lv.scale;
   for (int d = 0; d < D; ++d) {
-    const float p = std::fma(lv.scale, xi[d], 0.5f);
-    const float fl = std::floor(p);
-    cell[d] = static_cast<uint32_t>(static_cast<int>(fl));
-    frac[d] = p - fl;
+#pragma omp simd
+    for (int j = 0; j < kBlock; ++j) {
+      const float p = std::fma(s, xs[d][j], 0.5f);  // tcnn: fmaf(scale, x, 0.5f)
+      const float fl = std::floor(p);
+      cell[d][j] = static_cast<uint32_t>(static_cast<int>(fl));
+      frac[d][j] = p - fl;
+    }
   }
+  // Index multipliers: dense strides (1, res, res^2 in uint32) or the hash primes.
+  uint32_t mul[D];
+  uint32_t stride = 1;
+  for (int d = 0; d < D; ++d) {
+    mul[d] = lv.dense ? stride : kPrimes[d];
+    stride *= lv.resolution;
+  }
+  const uint32_t mask = lv.size - 1;
   for (int c = 0; c < (1 << D); ++c) {
-    float wc = 1.f;
-    uint32_t loc[D];
-    for (int d = 0; d < D; ++d) {
-      if (c & (1 << d)) {
-        wc *= frac[d];
-        loc[d] = cell[d] + 1;
-      } else {
-        wc *= 1.f - frac[d];
-        loc[d] = cell[d];
+    uint32_t* ic = idx[c];
+    float* wc = w[c];
+    if (lv.dense) {
+#pragma omp simd
+      for (int j = 0; j < kBlock; ++j) {
+        uint32_t index = 0;
+        for (int d = 0; d < D; ++d) index += (cell[d][j] + ((c >> d) & 1u)) * mul[d];
+        ic[j] = index;
+      }
+    } else {
+#pragma omp simd
+      for (int j = 0; j < kBlock; ++j) {
+        uint32_t index = 0;
+        for (int d = 0; d < D; ++d) index ^= (cell[d][j] + ((c >> d) & 1u)) * mul[d];
+        ic[j] = index;
       }
     }
-    idx[c] = grid_index<D>(lv, loc);
-    w[c] = wc;
+    if (lv.pow2) {
+#pragma omp simd
+      for (int j = 0; j < kBlock; ++j) ic[j] &= mask;
+    } else {
+      for (int j = 0; j < nb; ++j) ic[j] %= lv.size;
+    }
+#pragma omp simd
+    for (int j = 0; j < kBlock; ++j) {
+      float wj = 1.f;
+      for (int d = 0; d < D; ++d) wj *= ((c >> d) & 1) ? frac[d][j] : 1.f - frac[d][j];
+      wc[j] = wj;
+    }
   }
 }
 
@@ -161,6 +174,38 @@ std::vector<LevelInfo> make_levels(const at::Tensor& scales, const at::Tensor& r
   return levels;
 }
 
+template <int NC, int F>
+inline void prefetch_block(const float* tl, const uint32_t (*idx)[kBlock], int nb, bool write) {
+  for (int c = 0; c < NC; ++c) {
+    for (int j = 0; j < nb; ++j) {
+      if (write) {
+        __builtin_prefetch(tl + static_cast<int64_t>(idx[c][j]) * F, 1, 1);
+      } else {
+        __builtin_prefetch(tl + static_cast<int64_t>(idx[c][j]) * F, 0, 1);
+      }
+    }
+  }
+}
+
+// Loads a block of points (clamped, SoA, zero-padded to kBlock). Returns false if any is non-finite.
+template <int D>
+inline bool load_block(const float* x, int64_t i0, int nb, float (*xs)[kBlock], bool (*inside)[kBlock]) {
+  bool ok = true;
+  for (int j = 0; j < kBlock; ++j) {
+    for (int d = 0; d < D; ++d) {
+      if (j < nb) {
+        const float v = x[(i0 + j) * D + d];
+        ok &= clamp01(v, &xs[d][j]);
+        if (inside) inside[d][j] = (v >= 0.f && v <= 1.f);
+      } else {
+        xs[d][j] = 0.f;
+        if (inside) inside[d][j] = false;
+      }
+    }
+  }
+  return ok;
+}
+
 template <int D, int F>
 void encode_forward(const float* x, const float* table, float* out, int64_t N, const std::vector<LevelInfo>& levels,
                     bool* bad) {
@@ -168,37 +213,40 @@ void encode_forward(const float* x, const float* table, float* out, int64_t N, c
   constexpr int NC = 1 << D;
   std::atomic<bool> any_bad{false};
   at::parallel_for(0, (N + kBlock - 1) / kBlock, 16, [&](int64_t bb, int64_t be) {
-    float xi[kBlock][D];
-    uint32_t idx[kBlock][NC];
-    float w[kBlock][NC];
-    float frac[D];
+    alignas(64) float xs[D][kBlock];
+    alignas(64) uint32_t idx[2][NC][kBlock];
+    alignas(64) float w[2][NC][kBlock];
+    alignas(64) float frac[D][kBlock];
     for (int64_t blk = bb; blk < be; ++blk) {
       const int64_t i0 = blk * kBlock;
       const int nb = static_cast<int>(std::min<int64_t>(kBlock, N - i0));
-      bool ok = true;
-      for (int j = 0; j < nb; ++j)
-        for (int d = 0; d < D; ++d) ok &= clamp01(x[(i0 + j) * D + d], &xi[j][d]);
-      if (!ok) {
+      if (!load_block<D>(x, i0, nb, xs, nullptr)) {
         any_bad.store(true, std::memory_order_relaxed);
         return;
       }
+      // Software pipeline: resolve and prefetch level l + 1 while gathering level l.
+      int cur = 0;
+      block_corners<D>(levels[0], xs, nb, idx[0], w[0], frac);
+      prefetch_block<NC, F>(table + static_cast<int64_t>(levels[0].offset) * F, idx[0], nb, false);
       for (int l = 0; l < L; ++l) {
-        const LevelInfo& lv = levels[l];
-        const float* tl = table + static_cast<int64_t>(lv.offset) * F;
-        for (int j = 0; j < nb; ++j) {
-          level_corners<D>(lv, xi[j], idx[j], w[j], frac);
-          for (int c = 0; c < NC; ++c) __builtin_prefetch(tl + static_cast<int64_t>(idx[j][c]) * F, 0, 1);
+        const float* tl = table + static_cast<int64_t>(levels[l].offset) * F;
+        if (l + 1 < L) {
+          block_corners<D>(levels[l + 1], xs, nb, idx[1 - cur], w[1 - cur], frac);
+          prefetch_block<NC, F>(table + static_cast<int64_t>(levels[l + 1].offset) * F, idx[1 - cur], nb, false);
         }
+        const uint32_t(*ic)[kBlock] = idx[cur];
+        const float(*wc)[kBlock] = w[cur];
         for (int j = 0; j < nb; ++j) {
           float acc[F];
           for (int f = 0; f < F; ++f) acc[f] = 0.f;
-          for (int c = 0; c < NC; ++c) {
-            const float* v = tl + static_cast<int64_t>(idx[j][c]) * F;
-            for (int f = 0; f < F; ++f) acc[f] += w[j][c] * v[f];
+          for (int c = 0; c < NC; ++c) {  // corner order and float32 accumulation as in tcnn
+            const float* v = tl + static_cast<int64_t>(ic[c][j]) * F;
+            for (int f = 0; f < F; ++f) acc[f] += wc[c][j] * v[f];
           }
           float* o = out + (i0 + j) * L * F + l * F;
           for (int f = 0; f < F; ++f) o[f] = acc[f];
         }
+        cur = 1 - cur;
       }
     }
   });
@@ -215,11 +263,11 @@ void encode_backward(const float* x, const float* table, const float* gout, floa
   const int64_t ntasks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), L));
   std::vector<std::vector<float>> gx_local(gx ? ntasks : 0);
   at::parallel_for(0, ntasks, 1, [&](int64_t tb, int64_t te) {
-    float xi[kBlock][D];
-    bool inside[kBlock][D];
-    uint32_t idx[kBlock][NC];
-    float w[kBlock][NC];
-    float frac[kBlock][D];
+    alignas(64) float xs[2][D][kBlock];
+    alignas(64) bool inside[2][D][kBlock];
+    alignas(64) uint32_t idx[2][NC][kBlock];
+    alignas(64) float w[2][NC][kBlock];
+    alignas(64) float frac[2][D][kBlock];
     for (int64_t task = tb; task < te; ++task) {
       float* gxt = nullptr;
       if (gx) {
@@ -232,43 +280,51 @@ void encode_backward(const float* x, const float* table, const float* gout, floa
           const LevelInfo& lv = levels[l];
           float* gl = gtable + static_cast<int64_t>(lv.offset) * F;
           const float* tl = table + static_cast<int64_t>(lv.offset) * F;
+          // Software pipeline: resolve and prefetch the next sub-block while scattering this one.
+          auto prepare = [&](int64_t i0, int buf) {
+            const int nb = static_cast<int>(std::min<int64_t>(kBlock, b1 - i0));
+            load_block<D>(x, i0, nb, xs[buf], inside[buf]);
+            block_corners<D>(lv, xs[buf], nb, idx[buf], w[buf], frac[buf]);
+            prefetch_block<NC, F>(gl, idx[buf], nb, true);
+          };
+          int cur = 0;
+          prepare(b0, 0);
           for (int64_t i0 = b0; i0 < b1; i0 += kBlock) {
             const int nb = static_cast<int>(std::min<int64_t>(kBlock, b1 - i0));
-            for (int j = 0; j < nb; ++j) {
-              for (int d = 0; d < D; ++d) {
-                const float v = x[(i0 + j) * D + d];
-                clamp01(v, &xi[j][d]);
-                inside[j][d] = (v >= 0.f && v <= 1.f);
-              }
-              level_corners<D>(lv, xi[j], idx[j], w[j], frac[j]);
-              for (int c = 0; c < NC; ++c) __builtin_prefetch(gl + static_cast<int64_t>(idx[j][c]) * F, 1, 1);
-            }
+            if (i0 + kBlock < b1) prepare(i0 + kBlock, 1 - cur);
+            const uint32_t(*ic)[kBlock] = idx[cur];
+            const float(*wc)[kBlock] = w[cur];
             for (int j = 0; j < nb; ++j) {
               const float* g = gout + (i0 + j) * L * F + l * F;
               for (int c = 0; c < NC; ++c) {
-                float* e = gl + static_cast<int64_t>(idx[j][c]) * F;
-                for (int f = 0; f < F; ++f) e[f] += w[j][c] * g[f];
+                float* e = gl + static_cast<int64_t>(ic[c][j]) * F;
+                for (int f = 0; f < F; ++f) e[f] += wc[c][j] * g[f];
               }
-              if (gxt) {
+            }
+            if (gxt) {
+              const float(*fr)[kBlock] = frac[cur];
+              for (int j = 0; j < nb; ++j) {
+                const float* g = gout + (i0 + j) * L * F + l * F;
                 float dfrac[D];
                 for (int d = 0; d < D; ++d) dfrac[d] = 0.f;
                 for (int c = 0; c < NC; ++c) {
-                  const float* v = tl + static_cast<int64_t>(idx[j][c]) * F;
+                  const float* v = tl + static_cast<int64_t>(ic[c][j]) * F;
                   float gv = 0.f;
                   for (int f = 0; f < F; ++f) gv += g[f] * v[f];
                   for (int d = 0; d < D; ++d) {
                     float wd = (c & (1 << d)) ? 1.f : -1.f;
                     for (int d2 = 0; d2 < D; ++d2) {
-                      if (d2 != d) wd *= (c & (1 << d2)) ? frac[j][d2] : 1.f - frac[j][d2];
+                      if (d2 != d) wd *= (c & (1 << d2)) ? fr[d2][j] : 1.f - fr[d2][j];
                     }
                     dfrac[d] += wd * gv;
                   }
                 }
                 for (int d = 0; d < D; ++d) {
-                  if (inside[j][d]) gxt[(i0 + j) * D + d] += dfrac[d] * lv.scale;
+                  if (inside[cur][d][j]) gxt[(i0 + j) * D + d] += dfrac[d] * lv.scale;
                 }
               }
             }
+            cur = 1 - cur;
           }
         }
       }
@@ -389,41 +445,82 @@ enum Act : int64_t { kNone = 0, kRelu = 1, kSigmoid = 2 };
 
 inline v8 bcast(float a) { return v8{a, a, a, a, a, a, a, a}; }
 
+// Rows processed together so that at least ~8 independent accumulators hide the FMA latency.
+template <int NB>
+constexpr int row_block() { return NB >= 8 ? 1 : (NB >= 4 ? 2 : (NB >= 2 ? 4 : 8)); }
+
 // C[r, 0:NB*8] = bias + sum_k A[r, k] * M[k, 0:NB*8]   for r < R.
 template <int NB>
 void rows_times(const float* A, int R, int K, int lda, const float* M, const float* bias, float* C, int ldc) {
-  for (int r = 0; r < R; ++r) {
-    v8 acc[NB];
+  constexpr int RB = row_block<NB>();
+  int r = 0;
+  for (; r + RB <= R; r += RB) {
+    v8 acc[RB][NB];
 #pragma GCC unroll 16
-    for (int b = 0; b < NB; ++b) acc[b] = bias ? *reinterpret_cast<const v8*>(bias + b * 8) : bcast(0.f);
-    const float* a = A + static_cast<int64_t>(r) * lda;
+    for (int q = 0; q < RB; ++q)
+#pragma GCC unroll 16
+      for (int b = 0; b < NB; ++b) acc[q][b] = bias ? *reinterpret_cast<const v8*>(bias + b * 8) : bcast(0.f);
     for (int k = 0; k < K; ++k) {
-      const v8 av = bcast(a[k]);
       const float* m = M + static_cast<int64_t>(k) * NB * 8;
 #pragma GCC unroll 16
+      for (int q = 0; q < RB; ++q) {
+        const v8 av = bcast(A[static_cast<int64_t>(r + q) * lda + k]);
+#pragma GCC unroll 16
+        for (int b = 0; b < NB; ++b) acc[q][b] += av * *reinterpret_cast<const v8*>(m + b * 8);
+      }
+    }
+#pragma GCC unroll 16
+    for (int q = 0; q < RB; ++q)
+#pragma GCC unroll 16
+      for (int b = 0; b < NB; ++b) *reinterpret_cast<v8*>(C + static_cast<int64_t>(r + q) * ldc + b * 8) = acc[q][b];
+  }
+  for (; r < R; ++r) {  // remainder rows
+    v8 acc[NB];
+    for (int b = 0; b < NB; ++b) acc[b] = bias ? *reinterpret_cast<const v8*>(bias + b * 8) : bcast(0.f);
+    for (int k = 0; k < K; ++k) {
+      const v8 av = bcast(A[static_cast<int64_t>(r) * lda + k]);
+      const float* m = M + static_cast<int64_t>(k) * NB * 8;
       for (int b = 0; b < NB; ++b) acc[b] += av * *reinterpret_cast<const v8*>(m + b * 8);
     }
-    float* c = C + static_cast<int64_t>(r) * ldc;
-#pragma GCC unroll 16
-    for (int b = 0; b < NB; ++b) *reinterpret_cast<v8*>(c + b * 8) = acc[b];
+    for (int b = 0; b < NB; ++b) *reinterpret_cast<v8*>(C + static_cast<int64_t>(r) * ldc + b * 8) = acc[b];
   }
 }
 
 // dMT[k, 0:NB*8] += sum_r A[r, k] * G[r, 0:NB*8]
 template <int NB>
 void outer_acc(const float* A, int R, int K, int lda, const float* G, int ldg, float* dMT) {
-  for (int k = 0; k < K; ++k) {
+  constexpr int KB = row_block<NB>();
+  int k = 0;
+  for (; k + KB <= K; k += KB) {
+    v8 acc[KB][NB];
+#pragma GCC unroll 16
+    for (int q = 0; q < KB; ++q)
+#pragma GCC unroll 16
+      for (int b = 0; b < NB; ++b) acc[q][b] = *reinterpret_cast<const v8*>(dMT + static_cast<int64_t>(k + q) * NB * 8 + b * 8);
+    for (int r = 0; r < R; ++r) {
+      const float* g = G + static_cast<int64_t>(r) * ldg;
+      const float* a = A + static_cast<int64_t>(r) * lda + k;
+#pragma GCC unroll 16
+      for (int q = 0; q < KB; ++q) {
+        const v8 av = bcast(a[q]);
+#pragma GCC unroll 16
+        for (int b = 0; b < NB; ++b) acc[q][b] += av * *reinterpret_cast<const v8*>(g + b * 8);
+      }
+    }
+#pragma GCC unroll 16
+    for (int q = 0; q < KB; ++q)
+#pragma GCC unroll 16
+      for (int b = 0; b < NB; ++b) *reinterpret_cast<v8*>(dMT + static_cast<int64_t>(k + q) * NB * 8 + b * 8) = acc[q][b];
+  }
+  for (; k < K; ++k) {  // remainder columns
     v8 acc[NB];
     float* d = dMT + static_cast<int64_t>(k) * NB * 8;
-#pragma GCC unroll 16
     for (int b = 0; b < NB; ++b) acc[b] = *reinterpret_cast<const v8*>(d + b * 8);
     for (int r = 0; r < R; ++r) {
       const v8 av = bcast(A[static_cast<int64_t>(r) * lda + k]);
       const float* g = G + static_cast<int64_t>(r) * ldg;
-#pragma GCC unroll 16
       for (int b = 0; b < NB; ++b) acc[b] += av * *reinterpret_cast<const v8*>(g + b * 8);
     }
-#pragma GCC unroll 16
     for (int b = 0; b < NB; ++b) *reinterpret_cast<v8*>(d + b * 8) = acc[b];
   }
 }
@@ -680,10 +777,18 @@ std::vector<at::Tensor> mlp_backward(const at::Tensor& x_in, const std::vector<a
   return result;
 }
 
+// (numel,) float32 zeros; >= 2 MB come from a transparent-huge-page mapping (fewer TLB misses when indexed
+// at random, as hash tables are).
+at::Tensor huge_zeros(int64_t numel) {
+  TORCH_CHECK(numel >= 0, "huge_zeros: numel must be >= 0");
+  return alloc_zeros({numel}, at::TensorOptions().dtype(at::kFloat));
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "ImmersiveDepth fused CPU kernels: tcnn-exact hash grid encoding and a chunked fused MLP";
   m.def("hashgrid_forward", &hashgrid_forward, "hash grid encoding forward (CPU)");
   m.def("hashgrid_backward", &hashgrid_backward, "hash grid encoding backward (CPU)");
+  m.def("huge_zeros", &huge_zeros, "float32 zeros backed by transparent huge pages when large");
   m.def("mlp_forward", &mlp_forward, "fused MLP forward (CPU)");
   m.def("mlp_backward", &mlp_backward, "fused MLP backward with recomputation (CPU)");
 }
