@@ -156,3 +156,17 @@ def test_seam_metric_detects_a_jump():
     jumpy[mask] *= 1.05
     assert seam_metric(jumpy, cams, gt)["ratio"] > 3.0
     assert tile_footprint_boundaries(cams, h, w).any()
+
+
+def test_sparse_normal_equations_match_dense(monkeypatch):
+    """Large problems switch to sparse normal equations; the solution is the same."""
+    import immersivedepth.depth.align as align_mod
+
+    cams = make_tile_cameras(32)
+    _, disp = oracle_tiles(cams, noise=0.01, warp_amplitude=0.1, seed=6)
+    cfg = AlignConfig(grid=3, samples=2000)
+    dense = align_tiles(cams, disp, cfg)
+    monkeypatch.setattr(align_mod, "_DENSE_LIMIT", 0)
+    sparse = align_tiles(cams, disp, cfg)
+    np.testing.assert_allclose(sparse.scale, dense.scale, atol=1e-8)
+    np.testing.assert_allclose(sparse.shift, dense.shift, atol=1e-8)

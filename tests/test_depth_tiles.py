@@ -42,10 +42,10 @@ def test_bad_tile_arguments():
         make_tile_cameras(64, fov_deg=[])
 
 
-@pytest.mark.parametrize("level", [0, 1])
-def test_erp_window_contains_the_whole_footprint(level):
+@pytest.mark.parametrize(("level", "fov"), [(0, None), (1, None), (0, [60.0, 120.0])])
+def test_erp_window_contains_the_whole_footprint(level, fov):
     h, w = 64, 128
-    for cam in make_tile_cameras(32, level=level):
+    for cam in make_tile_cameras(32, level=level, fov_deg=fov):
         mask, _, _ = cam.erp_footprint(h, w)
         (r0, r1), cols = tile_erp_window(cam, h, w)
         inside = np.zeros((h, w), bool)

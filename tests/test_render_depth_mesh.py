@@ -87,9 +87,10 @@ def test_floor_normals_point_up_and_walls_face_the_centre(scene, mesh):
 def test_poles_closed_and_stride(pano):
     m = depth_mesh(pano["rgb"], pano["distance"], DepthMeshOptions(stride=4))
     assert m.info["grid"] == [32, 64]
-    assert (m.info["pixel_index"] == -1).sum() == 2  # two pole vertices
-    ys = m.vertices[m.info["pixel_index"] == -1][:, 1]
-    assert ys.max() > 1.3 and ys.min() < -1.3  # ceiling and floor heights (1.4 m)
+    poles = m.vertices[m.info["pixel_index"] == -1]
+    assert len(poles) == 2 * 64  # one pole vertex per fan triangle (own texture coordinate), two poles
+    assert len(np.unique(poles, axis=0)) == 2
+    assert poles[:, 1].max() > 1.3 and poles[:, 1].min() < -1.3  # ceiling and floor heights (1.4 m)
     with pytest.raises(ValueError, match="stride 5 must divide the panorama size 128x256"):
         depth_mesh(pano["rgb"], pano["distance"], DepthMeshOptions(stride=5))
 
@@ -137,3 +138,28 @@ def test_export_depth_products_load_back(tmp_path, pano):
     floor = np.abs(ply["points"][:, 1] + 1.4) < 1e-3
     assert floor.sum() > 100 and np.median(ply["normals"][floor][:, 1]) > 0.99
     np.testing.assert_allclose(ply["colors"] / 255.0, pano["rgb"].reshape(-1, 3), atol=1 / 255 + 1e-6)
+
+
+def test_textured_export_maps_the_panorama(tmp_path, pano):
+    res = export_depth_products(tmp_path, pano["rgb"], pano["distance"], points=False)
+    names = sorted(p.split("/")[-1] for p in res["depth_mesh_textured"])
+    assert names == ["depth_mesh_texture.png", "depth_mesh_textured.glb", "depth_mesh_textured.mtl",
+                     "depth_mesh_textured.obj"]
+    assert "map_Kd depth_mesh_texture.png" in (tmp_path / "depth_mesh_textured.mtl").read_text()
+    tm = trimesh.load(tmp_path / "depth_mesh_textured.obj", process=False)
+    assert tm.visual.kind == "texture"
+    img = np.asarray(tm.visual.material.image)[..., :3]
+    assert img.shape == (128, 256, 3)
+    # each grid vertex's texture coordinate lands on its own pixel, whose colour is the panorama's
+    uv, v = tm.visual.uv, np.asarray(tm.vertices)
+    col = np.floor(uv[:, 0] * 256).astype(int) % 256
+    row = np.floor((1 - uv[:, 1]) * 128).astype(int)
+    grid = (row >= 0) & (row < 128) & (np.abs(np.abs(v[:, 1]) - 1.4) > 1e-3)  # skip pole vertices
+    lon, lat = sphere.dir_to_lonlat(v[grid] / np.linalg.norm(v[grid], axis=1, keepdims=True))
+    u_px, v_px = sphere.lonlat_to_pixel(lon, lat, 256, 128)
+    np.testing.assert_array_equal(col[grid], np.round(u_px).astype(int) % 256)
+    np.testing.assert_array_equal(row[grid], np.round(v_px).astype(int))
+    np.testing.assert_allclose(img[row[grid], col[grid]] / 255.0, pano["rgb"][row[grid], col[grid]],
+                               atol=1 / 255 + 1e-6)
+    glb = trimesh.load(tmp_path / "depth_mesh_textured.glb", force="mesh", process=False)
+    assert glb.visual.kind == "texture" and len(glb.faces) == len(tm.faces)

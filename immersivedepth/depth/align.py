@@ -53,8 +53,8 @@ class AlignConfig:
     grid: int = 4  # G: G x G scale/shift nodes per tile (1 = per-tile affine only)
     samples: int = 12000  # Fibonacci directions used as correspondences
     border_px: float = 1.0  # ignore tile pixels closer than this to the tile edge
-    smooth: float = 1e-3  # weight of first differences of the grids
-    bending: float = 1e-2  # weight of second differences of the grids
+    smooth: float = 1e-2  # weight of first differences of the grids
+    bending: float = 1e-3  # weight of second differences of the grids
     rigidity: float = 1e-4  # weight pulling each node to its tile's mean (prefers a per-tile affine map)
     prior: float = 1e-6  # weight pulling grids to (s=1, o=0): defines tiles without overlap
     robust: str = "cauchy"  # cauchy | huber | none
@@ -220,16 +220,25 @@ def _robust_weights(r: np.ndarray, cfg: AlignConfig) -> np.ndarray:
     return np.where(a <= 1.0, 1.0, 1.0 / np.maximum(a, 1e-12))
 
 
-def _outer_accumulate(ia: np.ndarray, va: np.ndarray, ib: np.ndarray, vb: np.ndarray, n: int):
-    """``sum_r outer(a_r, b_r)`` of sparse rows given as ids/values ``(R, m)``: dense ``(n, n)`` when small,
-    else a sparse CSR matrix."""
-    vals = (va[:, :, None] * vb[:, None, :]).ravel()
-    if n * n <= 16_000_000:
-        flat = (ia[:, :, None] * n + ib[:, None, :]).ravel()
-        return np.bincount(flat, vals, n * n).reshape(n, n)
-    rows = np.broadcast_to(ia[:, :, None], va.shape + (vb.shape[1],)).ravel()
-    cols = np.broadcast_to(ib[:, None, :], va.shape + (vb.shape[1],)).ravel()
-    return sp.csr_matrix((vals, (rows, cols)), shape=(n, n))
+_DENSE_LIMIT = 16_000_000  # n_unknowns^2 up to which the normal matrix is dense
+
+
+def _outer_terms(ia: np.ndarray, va: np.ndarray, ib: np.ndarray, vb: np.ndarray, n: int):
+    """Outer products of sparse rows (ids/values ``(R, m)``): flat indices and values ``(R, m*m)``."""
+    r = len(ia)
+    vals = (va[:, :, None] * vb[:, None, :]).reshape(r, -1)
+    if n * n <= _DENSE_LIMIT:
+        return (ia[:, :, None] * n + ib[:, None, :]).reshape(r, -1), vals
+    rows, cols = np.broadcast_arrays(ia[:, :, None], ib[:, None, :])
+    return np.stack([rows.reshape(r, -1), cols.reshape(r, -1)]), vals
+
+
+def _accumulate(idx: np.ndarray, vals: np.ndarray, weights: np.ndarray, n: int):
+    """``sum_r weights[r] * outer_r`` as a dense ``(n, n)`` array (small n) or a sparse CSR matrix."""
+    v = (vals * weights[:, None]).ravel()
+    if n * n <= _DENSE_LIMIT:
+        return np.bincount(idx.ravel(), v, n * n).reshape(n, n)
+    return sp.csr_matrix((v, (idx[0].ravel(), idx[1].ravel())), shape=(n, n))
 
 
 def _solve(nmat, rhs: np.ndarray, gmat: np.ndarray) -> np.ndarray:
@@ -299,19 +308,13 @@ def _align_tiles(
     dirs = fibonacci_sphere(int(cfg.samples))
     sample, tile, d, c, nodes, wts = _observations(cameras, disp, dirs, g, cfg.border_px)
     n_obs = sample.size
-    # Local dense rows: observation o touches only its tile's 2 G^2 unknowns [s nodes, o nodes];
-    # p_o = c * sum_j w_j (s_j d + o_j) = obs_local[o] . x_local(tile[o]).
-    local_nodes = nodes - (tile * n_nodes)[:, None]
-    obs_local = np.zeros((n_obs, 2 * n_nodes))
-    rows = np.arange(n_obs)
-    for j in range(4):  # += (not =): with G = 1 all four corners are the same node
-        obs_local[rows, local_nodes[:, j]] += wts[:, j] * c * d
-        obs_local[rows, local_nodes[:, j] + n_nodes] += wts[:, j] * c
-    tile_idx = np.stack([np.concatenate([k * n_nodes + np.arange(n_nodes), n_s + k * n_nodes + np.arange(n_nodes)])
-                         for k in range(n)])  # (N, 2 G^2) global unknown ids of each tile
+    # observation o touches 8 unknowns (4 scale and 4 shift nodes of its tile):
+    # p_o = c * sum_j w_j (s_j d + o_j) = sum gval[o] * x[gid[o]]
+    gid = np.concatenate([nodes, nodes + n_s], axis=1)
+    gval = np.concatenate([wts * (c * d)[:, None], wts * c[:, None]], axis=1)
 
     def predict(xv: np.ndarray) -> np.ndarray:
-        return np.einsum("ij,ij->i", obs_local, xv[tile_idx[tile]])
+        return np.einsum("ij,ij->i", gval, xv[gid])
 
     pi, pj = _pairs(sample)
     n_pairs = pi.size
@@ -345,15 +348,16 @@ def _align_tiles(
         members = np.flatnonzero(comp == ci)
         gvec[ci, (members[:, None] * n_nodes + np.arange(n_nodes)).ravel()] = 1.0 / (members.size * n_nodes)
 
-    # the 8 non-zeros of every observation row: global unknown ids and values
-    gid = np.concatenate([nodes, nodes + n_s], axis=1)
-    gval = np.concatenate([wts * (c * d)[:, None], wts * c[:, None]], axis=1)
+    # sum_p w_p (u_i - u_j)(u_i - u_j)^T = sum_i W_i u_i u_i^T - sum_p w_p (u_i u_j^T + u_j u_i^T): the
+    # outer products of the 8 non-zeros and their flat (row, col) indices are fixed, only weights change
+    diag_idx, diag_val = _outer_terms(gid, gval, gid, gval, n_unk)
+    cross_idx, cross_val = _outer_terms(gid[pi], gval[pi], gid[pj], gval[pj], n_unk)
     x = np.concatenate([np.ones(n_s), np.zeros(n_s)])
     pos_obs = np.zeros(0, np.int64)
     res_before = None
     rel = np.zeros(0)
     w_rob = np.ones(n_pairs)
-    q_local = obs_local / c[:, None]  # rows giving q (inverse planar depth) instead of p
+    qval = gval / c[:, None]  # rows giving q (inverse planar depth) instead of p
     for _ in range(int(cfg.iterations)):
         p = predict(x)
         p1, p2 = p[pi], p[pj]
@@ -363,22 +367,21 @@ def _align_tiles(
             res_before = float(np.median(np.abs(rel))) if n_pairs else 0.0
         w_rob = _robust_weights(rel, cfg)
         row_w = w_rob / max(n_pairs, 1) / denom**2
-        # sum_p w_p (u_i - u_j)(u_i - u_j)^T = sum_i W_i u_i u_i^T - sum_p w_p (u_i u_j^T + u_j u_i^T),
-        # accumulated over the 8 non-zeros of each observation row
         w_obs = np.bincount(pi, row_w, n_obs) + np.bincount(pj, row_w, n_obs)
-        diag = _outer_accumulate(gid, gval * np.sqrt(w_obs)[:, None], gid, gval * np.sqrt(w_obs)[:, None], n_unk)
-        cross = _outer_accumulate(gid[pi], gval[pi] * row_w[:, None], gid[pj], gval[pj], n_unk)
+        diag = _accumulate(diag_idx, diag_val, w_obs, n_unk)
+        cross = _accumulate(cross_idx, cross_val, row_w, n_unk)
         nmat = n_const + diag - cross - cross.T
         rhs = b_const.copy()
         if pos_obs.size:
-            q = np.einsum("ij,ij->i", q_local, x[tile_idx[tile]])
+            q = np.einsum("ij,ij->i", qval, x[gid])
             target = cfg.min_disparity * float(np.median(q))
             wp = cfg.positivity / pos_obs.size
-            qv = gval[pos_obs] / c[pos_obs, None]
-            nmat = nmat + _outer_accumulate(gid[pos_obs], wp * qv, gid[pos_obs], qv, n_unk)
+            qv = qval[pos_obs]
+            pidx, pval = _outer_terms(gid[pos_obs], qv, gid[pos_obs], qv, n_unk)
+            nmat = nmat + _accumulate(pidx, pval, np.full(pos_obs.size, wp), n_unk)
             np.add.at(rhs, gid[pos_obs].ravel(), (wp * target * qv).ravel())
         x = _solve(nmat, rhs, gvec)
-        q = np.einsum("ij,ij->i", q_local, x[tile_idx[tile]])
+        q = np.einsum("ij,ij->i", qval, x[gid])
         low = np.nonzero(q < cfg.min_disparity * float(np.median(q)))[0]
         pos_obs = np.union1d(pos_obs, low)
 

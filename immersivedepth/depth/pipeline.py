@@ -8,6 +8,7 @@ with a reference distance map or a few known distances its global scale is fitte
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 import types
 import typing
@@ -28,6 +29,8 @@ from immersivedepth.depth.normals import normals_from_distance
 from immersivedepth.depth.preprocess import PreprocessConfig, preprocess_image
 from immersivedepth.depth.registry import DepthModelError
 from immersivedepth.depth.tiles import extract_tiles, make_tile_cameras
+
+LOG = logging.getLogger("immersivedepth")
 
 __all__ = ["TileConfig", "DepthConfig", "DepthResult", "estimate_distance", "run_models", "validate_disparity",
            "fit_global_scale", "naive_distance"]
@@ -314,6 +317,7 @@ def estimate_distance(
     if res.info["tiles_without_overlap"]:
         info["warning"] = (f"tiles {res.info['tiles_without_overlap']} share no valid pixel with any other tile; "
                            "they keep their median normalisation")
+        LOG.warning("depth: %s", info["warning"])
     q = apply_alignment(fused, res)
     bl = blend_tiles(cams, q, h_out, w_out, cfg.blend)
     info.update(bl.info)

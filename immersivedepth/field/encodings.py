@@ -17,8 +17,9 @@ Table layout = tcnn's flat parameter vector: level ``l`` owns entries ``[offset_
 Because of the +0.5 offset, the upper corner of a dense level can index one past the last vertex of a row;
 tcnn lets that wrap into the next row (``% size``) and so do we.
 
-Inputs are expected in ``[0, 1]``; values outside are clamped to ``[0, 1]`` (gradient zero outside, as
-``torch.clamp``). Non-finite inputs raise ``ValueError``.
+Inputs are expected in ``[0, 1]``; values outside are clamped to ``[0, 1]``. The input gradient is zero
+outside ``[0, 1]`` and passes through on the closed interval (points at exactly 0 or 1 still get one, unlike
+``torch.clamp``'s). Non-finite inputs raise ``ValueError``.
 
 Backends: ``"torch"`` (vectorised reference, any float dtype, gradients wrt table and inputs, double
 backward), ``"cpu"`` (fused C++/OpenMP op built on first use; float32 CPU only; gradients wrt table and
@@ -31,14 +32,16 @@ float32 like tcnn's host code (tcnn's device ``exp2f`` may differ from it by an 
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from .mlp import make_mlp
+
 __all__ = [
+    "make_mlp",
     "HashGridEncoding",
     "HashGridLayout",
     "hashgrid_layout",
@@ -179,7 +182,9 @@ def hash_encode_torch(x: torch.Tensor, params: torch.Tensor, layout: HashGridLay
     n, d = x.shape
     f = layout.n_features_per_level
     dtype = params.dtype
-    x = x.to(dtype).clamp(0.0, 1.0)
+    x = x.to(dtype)
+    # Clamp to [0, 1]; the gradient passes on the closed interval (also at exactly 0 and 1), zero outside.
+    x = torch.where((x >= 0) & (x <= 1), x, x.detach().clamp(0.0, 1.0))
     table = params.view(-1, f)
     bits = torch.arange(1 << d, device=x.device)
     corner = ((bits[:, None] >> torch.arange(d, device=x.device)[None]) & 1).to(torch.int64)  # (2^D, D)
@@ -252,7 +257,8 @@ class HashGridEncoding(nn.Module):
         per_level_scale: growth factor between levels (tcnn's default is 2.0; always pass it explicitly).
         backend: "auto" | "torch" | "cpu" | "tcnn" (see module docstring).
         init_range: parameters are initialised U(-init_range, init_range) (tcnn: 1e-4).
-        backward_block: points per block in the C++ backward (cache tiling; no effect on results).
+        backward_block: points per block in the C++ backward (cache tiling, no effect on results); 0 = the whole
+            batch, i.e. level-major passes that keep one level's table in the last-level cache.
 
     Attributes:
         params: (n_params,) flat parameter vector in tcnn's layout (interchangeable with tcnn's ``params``).
@@ -272,7 +278,7 @@ class HashGridEncoding(nn.Module):
         per_level_scale: float = 2.0,
         backend: str = "auto",
         init_range: float = 1e-4,
-        backward_block: int = 2048,
+        backward_block: int = 0,
     ) -> None:
         super().__init__()
         if backend not in BACKENDS:
@@ -421,9 +427,3 @@ class HashGridEncoding(nn.Module):
         if not bool(torch.isfinite(x).all()):
             raise ValueError("HashGridEncoding: x contains NaN or infinite coordinates; positions must be finite")
         return hash_encode_torch(x, self.params, self.layout)
-
-
-def _warn_once(message: str, _seen: set = set()) -> None:  # noqa: B006
-    if message not in _seen:
-        _seen.add(message)
-        warnings.warn(message, RuntimeWarning, stacklevel=3)

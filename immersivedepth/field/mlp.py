@@ -95,7 +95,7 @@ class FusedMLP(nn.Module):
         output_activation: str | None = None,
         bias: bool = True,
         backend: str = "auto",
-        chunk_rows: int = 128,
+        chunk_rows: int = 32,
     ) -> None:
         super().__init__()
         for name, v, lo in (("n_in", n_in, 1), ("n_out", n_out, 1), ("width", width, 1), ("depth", depth, 0)):

@@ -27,8 +27,8 @@ from immersivedepth.field.sampler import OccupancyGrid
 __all__ = ["RadianceField", "TruncExp", "trunc_exp", "sh_encoding", "scene_bounds_from_points", "MODEL_DEFAULTS"]
 
 MODEL_DEFAULTS: dict = {
-    "density_grid": {"n_levels": 16, "n_features_per_level": 2, "log2_hashmap_size": 18, "base_resolution": 16,
-                     "finest_resolution": 1024},
+    "density_grid": {"n_levels": 12, "n_features_per_level": 2, "log2_hashmap_size": 17, "base_resolution": 16,
+                     "finest_resolution": 512},
     "color_grid": {"n_levels": 16, "n_features_per_level": 2, "log2_hashmap_size": 19, "base_resolution": 16,
                    "finest_resolution": 2048},
     "density_mlp": {"width": 64, "depth": 1},

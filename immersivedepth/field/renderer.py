@@ -25,7 +25,9 @@ from immersivedepth.field.sampler import (
     band_samples,
     concat_samples,
     occupancy_samples,
+    occupied_segments,
     ray_box_intersect,
+    segment_samples,
     uniform_samples,
 )
 
@@ -34,12 +36,15 @@ __all__ = ["DEFAULT_RENDER_OPTIONS", "composite_weights", "render_samples", "ren
 #: Sampling/rendering defaults; a field may carry its own ``render_options`` (from its config) that override them.
 DEFAULT_RENDER_OPTIONS: dict = {
     "coarse_step": None,  # world units; None: half the occupancy grid's smallest cell edge
-    "max_segments": 16,  # occupied coarse segments sampled per ray (novel views)
+    "max_segments": 16,  # occupied coarse segments evaluated per round (novel views) ...
+    "max_total_segments": 512,  # ... rounds continue while the ray is not opaque, up to this many segments
+    "min_transmittance": 1e-4,  # a ray stops once its transmittance falls below this
     "per_segment": 4,  # fine samples per occupied coarse segment
     "band_samples": 24,  # samples in the guide band (training rays)
     "front_segments": 4,  # occupancy samples in front of the guide band (training rays)
     "uniform_samples": 128,  # samples per ray when the field has no occupancy grid
-    "color_weight_threshold": 1e-4,  # colour is evaluated only where w_i exceeds this
+    "color_weight_threshold": 1e-4,  # colour is evaluated only where w_i exceeds this ...
+    "color_samples": 4,  # ... and only at the largest `color_samples` weights of a ray (per round), renormalised
 }
 
 
@@ -72,9 +77,21 @@ def _normals_at(field, x: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def render_samples(field, origins: torch.Tensor, dirs: torch.Tensor, samples: RaySamples, t_far: torch.Tensor, *,
-                   color_weight_threshold: float = 0.0, compute_normals: bool = False, normal_eps: float | None = None,
-                   use_viewdirs: bool = True) -> dict:
+                   color_weight_threshold: float = 0.0, max_color_samples: int | None = None,
+                   compute_normals: bool = False, normal_eps: float | None = None, use_viewdirs: bool = True,
+                   trans0: torch.Tensor | None = None, background: bool = True,
+                   renormalize_color: bool = False) -> dict:
     """Composite given samples. ``origins, dirs`` ``(N, 3)``; ``t_far`` ``(N,)``.
+
+    Colour is evaluated where ``weight > color_weight_threshold`` and, when ``max_color_samples`` is set, only at
+    the ``max_color_samples`` largest weights of each ray (the rest of the ray's weight then contributes no colour:
+    training uses this, which also pushes the weights to concentrate on a few samples, i.e. sharp surfaces).
+    ``renormalize_color``: scale the colour of the selected samples by ``sum(all weights) / sum(selected weights)``
+    so the unselected weight takes the selected samples' average colour (rendering uses this with
+    ``max_color_samples``: colour comes from the dominant samples of each ray, which is what training fits).
+    ``trans0`` ``(N,)``: transmittance already spent before these samples (weights are scaled by it; used when a
+    ray is rendered in rounds). ``background=False`` leaves out the background terms of ``rgb`` and ``distance``
+    (``opacity`` is then the weight of these samples only).
 
     Returns ``rgb (N,3)``, ``distance (N,)``, ``opacity (N,)``, ``weights (N,K)``, ``sigma (N,K)``, ``t``,
     ``delta``, ``valid`` ``(N,K)``, ``n_density``/``n_color`` (evaluated sample counts) and, when requested,
@@ -86,13 +103,25 @@ def render_samples(field, origins: torch.Tensor, dirs: torch.Tensor, samples: Ra
     sig_v = field.density(pts[valid]).reshape(-1)
     sigma = torch.zeros(n, k, dtype=sig_v.dtype, device=sig_v.device).index_put((valid,), sig_v)
     weights = composite_weights(sigma, samples.delta)
+    if trans0 is not None:
+        weights = weights * trans0[:, None]
     opacity = weights.sum(1)
     sel = valid & (weights.detach() > color_weight_threshold)
+    if max_color_samples is not None and max_color_samples < k:
+        top = torch.topk(weights.detach(), int(max_color_samples), dim=1).indices
+        in_top = torch.zeros_like(sel).scatter_(1, top, True)
+        sel = sel & in_top
     d_sel = dirs[:, None, :].expand(n, k, 3)[sel] if use_viewdirs else None
     rgb_s = field.color(pts[sel], d_sel)
     cols = torch.zeros(n, k, 3, dtype=rgb_s.dtype, device=rgb_s.device).index_put((sel,), rgb_s)
-    rgb = (weights[..., None] * cols).sum(1) + (1.0 - opacity)[:, None] * _background(field, n, rgb_s)
-    distance = (weights * samples.t).sum(1) + (1.0 - opacity) * t_far
+    rgb = (weights[..., None] * cols).sum(1)
+    if renormalize_color:
+        w_sel = torch.where(sel, weights, torch.zeros_like(weights)).sum(1)
+        rgb = rgb * (opacity / w_sel.clamp_min(1e-10))[:, None]
+    distance = (weights * samples.t).sum(1)
+    if background:
+        rgb = rgb + (1.0 - opacity)[:, None] * _background(field, n, rgb_s)
+        distance = distance + (1.0 - opacity) * t_far
     out = {
         "rgb": rgb,
         "distance": distance,
@@ -142,12 +171,60 @@ def _sample_rays(field, origins, dirs, opts, *, near, far, guide_distance, guide
         parts.append(band)
         return concat_samples(*parts), guide_distance + guide_halfwidth
     if grid is not None and n_samples is None:
-        s = occupancy_samples(grid, origins, dirs, t0, t1, coarse_step=coarse_step,
-                              max_segments=int(opts["max_segments"]), per_segment=int(opts["per_segment"]),
-                              perturb=perturb, generator=generator)
-        return s, t1
+        seg = occupied_segments(grid, origins, dirs, t0, t1, coarse_step=coarse_step,
+                                max_segments=int(opts["max_total_segments"]), perturb=perturb, generator=generator)
+        return ("rounds", seg, t0, coarse_step), t1
     return uniform_samples(t0, t1, int(n_samples or opts["uniform_samples"]), perturb=perturb,
                            generator=generator), t1
+
+
+def _render_rounds(field, origins, dirs, seg, t0, t1, coarse_step, opts, *, perturb, generator, compute_normals,
+                   return_samples) -> dict:
+    """Render rays through their occupied segments ``seg = (seg_lo, seg_ok)`` ``(N, S)``, ``max_segments`` at a
+    time, continuing only rays whose transmittance is above ``min_transmittance`` (early ray termination)."""
+    seg_lo, seg_ok = seg
+    n, s_total = seg_lo.shape
+    per_round = int(opts["max_segments"])
+    trans = torch.ones(n, dtype=origins.dtype, device=origins.device)
+    rgb = torch.zeros(n, 3, dtype=origins.dtype, device=origins.device)
+    dist = torch.zeros(n, dtype=origins.dtype, device=origins.device)
+    nrm = torch.zeros(n, 3, dtype=origins.dtype, device=origins.device) if compute_normals else None
+    n_density = n_color = 0
+    kept: dict[str, list] = {k: [] for k in ("weights", "sigma", "t", "delta", "valid")}
+    for r in range(0, s_total, per_round):
+        active = seg_ok[:, r] & (trans > float(opts["min_transmittance"]))
+        ia = torch.nonzero(active, as_tuple=True)[0]
+        if ia.numel() == 0:
+            break
+        smp = segment_samples(seg_lo[ia, r:r + per_round], seg_ok[ia, r:r + per_round], t0[ia], t1[ia],
+                              coarse_step=coarse_step, per_segment=int(opts["per_segment"]), perturb=perturb,
+                              generator=generator)
+        o = render_samples(field, origins[ia], dirs[ia], smp, t1[ia],
+                           color_weight_threshold=float(opts["color_weight_threshold"]),
+                           max_color_samples=opts["color_samples"], renormalize_color=bool(opts["color_samples"]),
+                           compute_normals=compute_normals, trans0=trans[ia], background=False)
+        rgb = rgb.index_add(0, ia, o["rgb"])
+        dist = dist.index_add(0, ia, o["distance"])
+        if compute_normals:
+            nrm = nrm.index_add(0, ia, o["normal"] * o["opacity"][:, None])
+        trans = trans.index_put((ia,), trans[ia] - o["opacity"])
+        n_density += o["n_density"]
+        n_color += o["n_color"]
+        if return_samples:
+            for k in kept:
+                full = torch.zeros((n,) + tuple(o[k].shape[1:]), dtype=o[k].dtype, device=o[k].device)
+                kept[k].append(full.index_put((ia,), o[k]))
+    trans = trans.clamp_min(0.0)
+    out = {"rgb": rgb + trans[:, None] * _background(field, n, rgb), "distance": dist + trans * t1,
+           "opacity": 1.0 - trans, "n_density": n_density, "n_color": n_color}
+    if compute_normals:
+        out["normal"] = nrm / nrm.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    for k, v in kept.items():
+        if v:
+            out[k] = torch.cat(v, 1)
+        else:
+            out[k] = torch.zeros(n, 0, dtype=torch.bool if k == "valid" else origins.dtype, device=origins.device)
+    return out
 
 
 def render_rays(field, origins: torch.Tensor, dirs: torch.Tensor, *, near: float = 0.0, far=None,
@@ -191,12 +268,18 @@ def render_rays(field, origins: torch.Tensor, dirs: torch.Tensor, *, near: float
             guide_distance=None if guide_distance is None else guide_distance[sl],
             guide_halfwidth=None if guide_halfwidth is None else guide_halfwidth[sl],
             n_samples=n_samples, perturb=perturb, generator=generator)
-        o = render_samples(field, origins[sl], dirs[sl], samples, t_far,
-                           color_weight_threshold=float(opts["color_weight_threshold"]),
-                           compute_normals=compute_normals)
+        if isinstance(samples, tuple):
+            o = _render_rounds(field, origins[sl], dirs[sl], samples[1], samples[2], t_far, samples[3], opts,
+                               perturb=perturb, generator=generator, compute_normals=compute_normals,
+                               return_samples=return_samples)
+        else:
+            o = render_samples(field, origins[sl], dirs[sl], samples, t_far,
+                               color_weight_threshold=float(opts["color_weight_threshold"]),
+                               max_color_samples=opts["color_samples"], renormalize_color=bool(opts["color_samples"]),
+                               compute_normals=compute_normals)
         if not return_samples:
             for key in ("weights", "sigma", "t", "delta", "valid"):
-                o.pop(key)
+                o.pop(key, None)
         outs.append(o)
     if len(outs) == 1:
         return outs[0]

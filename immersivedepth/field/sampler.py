@@ -32,6 +32,8 @@ __all__ = [
     "ray_box_intersect",
     "uniform_samples",
     "occupancy_samples",
+    "occupied_segments",
+    "segment_samples",
     "band_samples",
     "concat_samples",
 ]
@@ -214,24 +216,21 @@ class OccupancyGrid(nn.Module):
         return float(self.mask.float().mean())
 
 
-def occupancy_samples(grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.Tensor, t0: torch.Tensor,
-                      t1: torch.Tensor, *, coarse_step: float, max_segments: int, per_segment: int,
-                      perturb: bool = False, generator: torch.Generator | None = None,
-                      max_coarse: int = 4096) -> RaySamples:
-    """Two-level march through ``grid`` between ``t0`` and ``t1`` (``(N,)`` each, world units).
+def occupied_segments(grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.Tensor, t0: torch.Tensor,
+                      t1: torch.Tensor, *, coarse_step: float, max_segments: int, perturb: bool = False,
+                      generator: torch.Generator | None = None, max_coarse: int = 4096):
+    """The first ``max_segments`` occupied coarse segments of each ray between ``t0`` and ``t1`` (``(N,)``).
 
-    Coarse segments of length ``coarse_step`` start at ``t0``; a segment is kept when its midpoint (jittered
-    inside the segment when ``perturb``) lies in an occupied cell. The first ``max_segments`` kept segments per
-    ray are split into ``per_segment`` equal intervals (midpoints, or stratified jitter when ``perturb``), clipped
-    to ``[t0, t1]``. Returns ``K = max_segments * per_segment`` padded samples per ray.
-    ``origins, dirs`` ``(N, 3)``, ``dirs`` unit length.
+    Coarse segments of length ``coarse_step`` start at ``t0``; a segment counts as occupied when its midpoint
+    (jittered inside the segment when ``perturb``) lies in an occupied cell. Returns ``(seg_lo (N, S), seg_ok (N, S))``:
+    segment start distances and validity, in ray order. ``origins, dirs`` ``(N, 3)``, ``dirs`` unit length.
     """
     n = origins.shape[0]
     dev = origins.device
-    k_out = max_segments * per_segment
-    if n == 0:
-        z = torch.zeros(0, k_out, device=dev)
-        return RaySamples(z, z.clone(), z.bool())
+    seg_lo = torch.zeros(n, max_segments, device=dev, dtype=origins.dtype)
+    seg_ok = torch.zeros(n, max_segments, device=dev, dtype=torch.bool)
+    if n == 0 or max_segments == 0:
+        return seg_lo, seg_ok
     span = (t1 - t0).clamp_min(0.0)
     m = int(min(max_coarse, max(1, math.ceil(float(span.max()) / coarse_step))))
     kk = torch.arange(m, device=dev, dtype=origins.dtype)
@@ -245,20 +244,43 @@ def occupancy_samples(grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.Te
     keep = occ & (rank <= max_segments)
     rows, cols = torch.nonzero(keep, as_tuple=True)
     slot = rank[rows, cols].long() - 1
-    seg_lo = torch.zeros(n, max_segments, device=dev, dtype=origins.dtype)
-    seg_ok = torch.zeros(n, max_segments, device=dev, dtype=torch.bool)
     seg_lo[rows, slot] = lo[rows, cols]
     seg_ok[rows, slot] = True
+    return seg_lo, seg_ok
+
+
+def segment_samples(seg_lo: torch.Tensor, seg_ok: torch.Tensor, t0: torch.Tensor, t1: torch.Tensor, *,
+                    coarse_step: float, per_segment: int, perturb: bool = False,
+                    generator: torch.Generator | None = None) -> RaySamples:
+    """Split segments ``(N, S)`` (from :func:`occupied_segments`) into ``per_segment`` intervals each, clipped to
+    ``[t0, t1]``; midpoints, or stratified jitter when ``perturb``. Returns ``K = S * per_segment`` samples."""
+    n, s = seg_lo.shape
     fine = coarse_step / per_segment
-    j = torch.arange(per_segment, device=dev, dtype=origins.dtype)
+    j = torch.arange(per_segment, device=seg_lo.device, dtype=seg_lo.dtype)
     a = seg_lo[..., None] + j * fine  # (N, S, P) fine interval starts
     b = a + fine
     a = torch.maximum(a, t0[:, None, None])
     b = torch.minimum(b, t1[:, None, None])
     delta = (b - a).clamp_min(0.0)
-    offs = _rand(a.shape, generator, dev) if perturb else torch.full_like(a, 0.5)
+    offs = _rand(a.shape, generator, a.device) if perturb else torch.full_like(a, 0.5)
     t = a + offs * delta
     valid = seg_ok[..., None] & (delta > 0)
+    k_out = s * per_segment
     t = torch.where(valid, t, torch.zeros_like(t)).reshape(n, k_out)
     delta = torch.where(valid, delta, torch.zeros_like(delta)).reshape(n, k_out)
     return RaySamples(t, delta, valid.reshape(n, k_out))
+
+
+def occupancy_samples(grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.Tensor, t0: torch.Tensor,
+                      t1: torch.Tensor, *, coarse_step: float, max_segments: int, per_segment: int,
+                      perturb: bool = False, generator: torch.Generator | None = None,
+                      max_coarse: int = 4096) -> RaySamples:
+    """Two-level march through ``grid`` between ``t0`` and ``t1`` (``(N,)`` each, world units):
+    :func:`occupied_segments` then :func:`segment_samples`. Returns ``K = max_segments * per_segment`` padded
+    samples per ray. ``origins, dirs`` ``(N, 3)``, ``dirs`` unit length.
+    """
+    seg_lo, seg_ok = occupied_segments(grid, origins, dirs, t0, t1, coarse_step=coarse_step,
+                                       max_segments=max_segments, perturb=perturb, generator=generator,
+                                       max_coarse=max_coarse)
+    return segment_samples(seg_lo, seg_ok, t0, t1, coarse_step=coarse_step, per_segment=per_segment, perturb=perturb,
+                           generator=generator)

@@ -12,7 +12,10 @@ A triangle is cut when
 
 Faces are wound so normals point toward the panorama centre (from the surface into the free space
 the camera saw; the floor's normal is +y). ``stride`` subsamples the grid (distance at block
-centres, colour averaged over the block).
+centres, colour averaged over the block). The seam column is duplicated (same point) and every pole
+fan triangle has its own pole vertex, so the mesh carries texture coordinates into the panorama itself
+(``mesh.uv``): :func:`export_textured` writes an OBJ + MTL + PNG (and a textured GLB) that any viewer shows
+at the panorama's full resolution, whatever the mesh's stride.
 """
 
 from __future__ import annotations
@@ -91,15 +94,18 @@ def depth_mesh(rgb: np.ndarray | None, distance: np.ndarray, options: DepthMeshO
     dirs = sphere.erp_directions(h, w, np.float64)
     valid = np.isfinite(d) & (d > 0)
     dz = np.where(valid, d, 0.0)
-    verts = (dirs * dz[..., None]).reshape(-1, 3)
-    vvalid = valid.reshape(-1)
-    dist_v = dz.reshape(-1)
-    colors = None if rgb is None else rgb.reshape(-1, 3).astype(np.float32)
-    idx = np.arange(h * w).reshape(h, w)
-    a = idx[:-1, :]
-    b = np.roll(idx, -1, axis=1)[:-1, :]
-    c = idx[1:, :]
-    e = np.roll(idx, -1, axis=1)[1:, :]
+    # grid vertices (h, w + 1): column w repeats column 0 (same point) so texture coordinates never wrap
+    gpix = (np.arange(h)[:, None] * w + np.arange(w + 1)[None, :] % w).reshape(-1)
+    pts = (dirs * dz[..., None]).reshape(-1, 3)
+    verts = pts[gpix]
+    vvalid = valid.reshape(-1)[gpix]
+    dist_v = dz.reshape(-1)[gpix]
+    colors = None if rgb is None else rgb.reshape(-1, 3).astype(np.float32)[gpix]
+    rows, cols = np.divmod(np.arange(h * (w + 1)), w + 1)
+    uv = np.stack([(cols + 0.5) / w, 1.0 - (rows + 0.5) / h], axis=1)
+    pixel = gpix.copy()
+    idx = np.arange(h * (w + 1)).reshape(h, w + 1)
+    a, b, c, e = idx[:-1, :-1], idx[:-1, 1:], idx[1:, :-1], idx[1:, 1:]
     # quad a b / c e (a top-left, b top-right, c bottom-left, e bottom-right); split on the shorter diagonal
     diag_ae = np.linalg.norm(verts[a] - verts[e], axis=-1)
     diag_bc = np.linalg.norm(verts[b] - verts[c], axis=-1)
@@ -108,28 +114,33 @@ def depth_mesh(rgb: np.ndarray | None, distance: np.ndarray, options: DepthMeshO
     t1 = np.where(use_ae[:, None], np.stack([a, c, e], 1), np.stack([a, c, b], 1))
     t2 = np.where(use_ae[:, None], np.stack([a, e, b], 1), np.stack([b, c, e], 1))
     faces = np.concatenate([t1, t2], axis=0)
-    extra_v, extra_c, extra_d = [], [], []
+    extra = {"v": [], "c": [], "d": [], "uv": []}
     if o.close_poles:
         for row, sign in ((0, 1.0), (h - 1, -1.0)):
             ok = valid[row]
             if ok.sum() < 3:
                 continue
             r = float(np.median(d[row][ok]))
-            pole = len(verts) + len(extra_v)
-            extra_v.append(np.array([0.0, sign * r, 0.0]))
-            extra_d.append(r)
+            # one pole vertex per fan triangle, so each keeps its own texture coordinate
+            first = len(verts) + sum(len(x) for x in extra["v"])
+            poles = first + np.arange(w)
+            extra["v"].append(np.tile([0.0, sign * r, 0.0], (w, 1)))
+            extra["d"].append(np.full(w, r))
+            extra["uv"].append(np.stack([(np.arange(w) + 1.0) / w, np.full(w, 1.0 if sign > 0 else 0.0)], 1))
             if colors is not None:
-                extra_c.append(colors.reshape(h, w, 3)[row][ok].mean(0))
+                extra["c"].append(np.tile(rgb[row][ok].mean(0), (w, 1)))
             ring = idx[row]
-            nxt = np.roll(ring, -1)
-            fan = np.stack([np.full(w, pole), ring, nxt], 1) if sign > 0 else np.stack([np.full(w, pole), nxt, ring], 1)
+            fan = np.stack([poles, ring[:-1], ring[1:]], 1)
             faces = np.concatenate([faces, fan], axis=0)
-    if extra_v:
-        verts = np.concatenate([verts, np.stack(extra_v)], axis=0)
-        vvalid = np.concatenate([vvalid, np.ones(len(extra_v), bool)])
-        dist_v = np.concatenate([dist_v, np.asarray(extra_d)])
+    if extra["v"]:
+        n_extra = sum(len(x) for x in extra["v"])
+        verts = np.concatenate([verts, *extra["v"]], axis=0)
+        vvalid = np.concatenate([vvalid, np.ones(n_extra, bool)])
+        dist_v = np.concatenate([dist_v, *extra["d"]])
+        uv = np.concatenate([uv, *extra["uv"]], axis=0)
+        pixel = np.concatenate([pixel, np.full(n_extra, -1)])
         if colors is not None:
-            colors = np.concatenate([colors, np.stack(extra_c).astype(np.float32)], axis=0)
+            colors = np.concatenate([colors, *[x.astype(np.float32) for x in extra["c"]]], axis=0)
     # orientation: normals toward the centre, i.e. opposite to the ray through the centroid
     tri = verts[faces]
     n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
@@ -146,21 +157,26 @@ def depth_mesh(rgb: np.ndarray | None, distance: np.ndarray, options: DepthMeshO
     cosang = np.abs(np.einsum("ij,ij->i", n, cen)) / np.maximum(nn * cn, 1e-20)
     keep &= (nn > 0) & (cosang >= math.cos(math.radians(o.max_grazing_deg)))
     faces = faces[keep]
-    pixel = np.arange(len(verts))
-    pixel[h * w:] = -1
     used = np.zeros(len(verts), bool)
     used[faces.reshape(-1)] = True
     remap = np.cumsum(used) - 1
-    verts, colors, pixel = verts[used], (None if colors is None else colors[used]), pixel[used]
+    verts, pixel, uv = verts[used], pixel[used], uv[used]
+    colors = None if colors is None else colors[used]
     faces = remap[faces]
     if o.min_component_fraction > 0:
         verts, faces, kept, _ = remove_small_components(verts, faces, o.min_component_fraction)
-        colors, pixel = (None if colors is None else colors[kept]), pixel[kept]
+        colors, pixel, uv = (None if colors is None else colors[kept]), pixel[kept], uv[kept]
     if len(faces) == 0:
         raise ValueError("depth mesh is empty: every triangle was cut (invalid distances, or max_depth_ratio / "
                          "max_grazing_deg too strict).")
-    mesh = Mesh(verts.astype(np.float32), faces.astype(np.int64), colors=colors)
-    mesh.normals = vertex_normals(mesh.vertices, mesh.faces)
+    mesh = Mesh(verts.astype(np.float32), faces.astype(np.int64), colors=colors, uv=uv.astype(np.float32))
+    normals = vertex_normals(mesh.vertices, mesh.faces).astype(np.float64)
+    # the seam column's two copies share one normal
+    g = pixel >= 0
+    acc = np.zeros((h * w, 3))
+    np.add.at(acc, pixel[g], normals[g])
+    normals[g] = acc[pixel[g]]
+    mesh.normals = (normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-20)).astype(np.float32)
     mesh.info = {"grid": [h, w], "faces": int(len(faces)), "cut_faces": int((~keep).sum()), "pixel_index": pixel}
     return mesh
 

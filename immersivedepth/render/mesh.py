@@ -55,13 +55,15 @@ log = logging.getLogger(__name__)
 @dataclass
 class Mesh:
     """Triangle mesh: ``vertices`` ``(V, 3)`` float32 world units, ``faces`` ``(F, 3)`` int64,
-    optional ``colors`` ``(V, 3)`` float32 in [0, 1] and ``normals`` ``(V, 3)`` unit."""
+    optional ``colors`` ``(V, 3)`` float32 in [0, 1], ``normals`` ``(V, 3)`` unit and texture
+    coordinates ``uv`` ``(V, 2)`` (origin bottom-left, as in OBJ)."""
 
     vertices: np.ndarray
     faces: np.ndarray
     colors: np.ndarray | None = None
     normals: np.ndarray | None = None
     info: dict = field(default_factory=dict)
+    uv: np.ndarray | None = None
 
     def to_trimesh(self):
         import trimesh
@@ -496,6 +498,7 @@ class FieldMeshOptions:
     coarse_per_brick: int = 4
     chunk: int = 262144
     clip_to_visible: bool = True
+    use_occupancy: bool = True
     visible_rel_margin: float = 0.05
     visible_abs_voxels: float = 2.0
     min_component_fraction: float = 0.01
@@ -516,14 +519,36 @@ class FieldMeshOptions:
         return cls(**kw)
 
 
-def _density_fn(field, chunk: int, device):
+#: Density given to empty occupancy cells behind the observed surface (far above any surface level).
+SOLID_DENSITY = 1e6
+
+
+def _density_fn(field, chunk: int, device, use_occupancy: bool = True, behind_fn=None):
+    """Batched ``density(points (N, 3) float64) -> (N,)`` as the renderer sees the field.
+
+    With ``use_occupancy`` and a field that has an occupancy grid, the field is only evaluated in occupied cells:
+    an empty cell reads 0 in front of the observed surface and :data:`SOLID_DENSITY` behind it (``behind_fn(p)
+    -> (N,) bool``; without it, 0 everywhere). The renderer never samples empty cells, so whatever the density
+    network says there (typically a faint fog it was never asked about) is not part of the scene.
+    """
+    occ = getattr(field, "occupancy", None) if use_occupancy else None
+
     @torch.no_grad()
     def fn(pts: np.ndarray) -> np.ndarray:
-        out = []
+        out = np.zeros(len(pts), np.float64)
         for s in range(0, len(pts), chunk):
             x = torch.as_tensor(pts[s:s + chunk], dtype=torch.float32, device=device)
-            out.append(field.density(x).reshape(-1).float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros(0, np.float32)
+            if occ is None:
+                out[s:s + chunk] = field.density(x).reshape(-1).double().cpu().numpy()
+                continue
+            busy = occ.query(x).reshape(-1).cpu().numpy()
+            if busy.any():
+                out[s:s + chunk][busy] = field.density(x[torch.from_numpy(busy).to(x.device)]).reshape(-1).double(
+                ).cpu().numpy()
+            if behind_fn is not None and (~busy).any():
+                idx = np.flatnonzero(~busy) + s
+                out[idx[behind_fn(pts[idx])]] = SOLID_DENSITY
+        return out
     return fn
 
 
@@ -553,7 +578,6 @@ def field_mesh(field, options: FieldMeshOptions | None = None, *, distance: np.n
     o = options or FieldMeshOptions()
     if o.interp not in ("log", "linear"):
         raise ValueError(f"field_mesh interp must be 'log' or 'linear', got {o.interp!r}.")
-    dens = _density_fn(field, o.chunk, device)
     lo, hi = (torch.as_tensor(b).detach().cpu().double().numpy().reshape(3) for b in field.bounds)
     if bounds is not None:
         lo, hi = np.maximum(lo, bounds[0]), np.minimum(hi, bounds[1])
@@ -565,6 +589,14 @@ def field_mesh(field, options: FieldMeshOptions | None = None, *, distance: np.n
             pts = sphere.erp_directions(*dmap.shape, np.float64)[valid] * dmap[valid][:, None]
             pad = (np.ptp(pts, axis=0).max() * o.visible_rel_margin) + 1e-6
             lo, hi = np.maximum(lo, pts.min(0) - pad), np.minimum(hi, pts.max(0) + pad)
+    behind_fn = None
+    if dmap is not None:
+        dbehind = np.where(np.isfinite(dmap) & (dmap > 0), dmap, 1e30)
+
+        def behind_fn(p):
+            return np.linalg.norm(p, axis=1) > np.asarray(sphere.erp_sample_dirs(dbehind, p), np.float64)
+
+    dens = _density_fn(field, o.chunk, device, o.use_occupancy, behind_fn)
     thr_info = {}
     if isinstance(o.threshold, str):
         if o.threshold != "auto":
@@ -640,3 +672,47 @@ def export_mesh(mesh: Mesh, out_dir, stem: str = "mesh", formats: Sequence[str] 
         write_mesh(p, mesh.vertices, mesh.faces, vertex_colors=mesh.colors, vertex_normals=mesh.normals)
         paths.append(p)
     return paths
+
+
+def export_textured_mesh(mesh: Mesh, texture: np.ndarray, out_dir, stem: str = "depth_mesh") -> list:
+    """Textured export of a mesh with ``mesh.uv``: ``<stem>_textured.obj`` + ``.mtl`` + ``<stem>_texture.png``
+    and ``<stem>_textured.glb`` (texture embedded). ``texture`` ``(H, W, 3)`` float in [0, 1] or uint8.
+    Every file is written atomically."""
+    from pathlib import Path
+
+    import trimesh
+    from PIL import Image
+
+    from immersivedepth.io import atomic_path
+
+    if mesh.uv is None:
+        raise ValueError("export_textured_mesh: the mesh has no texture coordinates (mesh.uv).")
+    tex = np.asarray(texture)
+    if tex.ndim != 3 or tex.shape[2] < 3:
+        raise ValueError(f"export_textured_mesh: texture must be (H, W, 3), got {tex.shape}.")
+    if tex.dtype != np.uint8:
+        tex = (np.clip(tex[..., :3], 0, 1) * 255 + 0.5).astype(np.uint8)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # white diffuse so viewers that multiply Kd by the texture show the panorama's own colours
+    mat = trimesh.visual.material.SimpleMaterial(image=Image.fromarray(tex[..., :3]), name=f"{stem}_texture",
+                                                 diffuse=(255, 255, 255, 255), ambient=(255, 255, 255, 255),
+                                                 specular=(0, 0, 0, 255))
+    tm = trimesh.Trimesh(mesh.vertices, mesh.faces, vertex_normals=mesh.normals, process=False, validate=False,
+                         visual=trimesh.visual.TextureVisuals(uv=mesh.uv, material=mat))
+    obj_text, files = trimesh.exchange.obj.export_obj(tm, include_normals=mesh.normals is not None,
+                                                      include_texture=True, return_texture=True,
+                                                      mtl_name=f"{stem}_textured.mtl")
+    written = []
+    for name, data in files.items():
+        with atomic_path(out_dir / name) as tmp:
+            Path(tmp).write_bytes(data)
+        written.append(out_dir / name)
+    with atomic_path(out_dir / f"{stem}_textured.obj") as tmp:
+        Path(tmp).write_text(obj_text)
+    written.append(out_dir / f"{stem}_textured.obj")
+    glb = trimesh.exchange.gltf.export_glb(trimesh.Scene(tm), include_normals=mesh.normals is not None)
+    with atomic_path(out_dir / f"{stem}_textured.glb") as tmp:
+        Path(tmp).write_bytes(glb)
+    written.append(out_dir / f"{stem}_textured.glb")
+    return written

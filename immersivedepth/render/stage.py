@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from immersivedepth.render.depth_mesh import DepthMeshOptions, depth_mesh, point_cloud
-from immersivedepth.render.mesh import FieldMeshOptions, export_mesh, field_mesh
+from immersivedepth.render.mesh import FieldMeshOptions, export_mesh, export_textured_mesh, field_mesh
 
 __all__ = ["TRAIN_COMMAND", "run_render_dense", "export_depth_products", "load_run_panorama"]
 
@@ -68,12 +68,14 @@ def _normals_for_points(distance: np.ndarray, mesh_normals_fallback):
 def export_depth_products(out_dir, rgb: np.ndarray | None, distance: np.ndarray, normals: np.ndarray | None = None,
                           *, depth_mesh_options: DepthMeshOptions | Mapping | None = None,
                           formats=("glb", "ply", "obj"), mesh: bool = True, points: bool = True,
-                          points_stride: int = 1) -> dict:
+                          points_stride: int = 1, textured: bool = True) -> dict:
     """Depth mesh (``depth_mesh.<fmt>``) and point cloud (``points.ply``) from a distance panorama, no field needed.
 
     ``rgb`` ``(H, W, 3)`` in [0, 1] (or None), ``distance`` ``(H, W)`` world units, ``normals`` ``(H, W, 3)``
     world-frame (None: ``depth.normals.normals_from_distance`` if available, else the depth mesh's vertex
-    normals, and ``-ray`` where a pixel has no triangle). Returns paths and counts.
+    normals, and ``-ray`` where a pixel has no triangle). With ``textured`` and an ``rgb``, also
+    ``depth_mesh_textured.obj/.mtl/.glb`` + ``depth_mesh_texture.png`` (the panorama as texture).
+    Returns paths and counts.
     """
     from immersivedepth.io import write_ply
 
@@ -90,6 +92,8 @@ def export_depth_products(out_dir, rgb: np.ndarray | None, distance: np.ndarray,
     if mesh:
         result["depth_mesh"] = [str(p) for p in export_mesh(dm, out_dir, "depth_mesh", formats)]
         result["depth_mesh_faces"] = int(len(dm.faces))
+        if textured and rgb is not None:
+            result["depth_mesh_textured"] = [str(p) for p in export_textured_mesh(dm, rgb, out_dir, "depth_mesh")]
     if points:
         d = np.asarray(distance, np.float64)
 
@@ -168,8 +172,10 @@ def run_render_dense(run_dir, cfg: Mapping, *, device="cpu", progress: bool = Tr
     t0 = time.perf_counter()
     summary: dict = {"run_dir": str(run_dir), "paths": {}, "exports": {}}
     rcfg = dict(_get(cfg, "render", {}) or {})
+    ropts = rcfg.get("options") or None
     render_opts = dict(chunk=int(rcfg.get("chunk", 32768)), near=float(rcfg.get("near", 0.0)),
-                       far=rcfg.get("far"), render_kwargs=rcfg.get("options") or None, device=device)
+                       far=None if rcfg.get("far") is None else float(rcfg["far"]),
+                       render_kwargs={"options": dict(ropts)} if ropts else None, device=device)
     on_violation = str(_get(cfg, "on_violation", "clamp"))
     fs = _get(cfg, "free_space", {}) or {}
     lo, hi = (np.asarray(b.detach().cpu() if hasattr(b, "detach") else b, float) for b in field.bounds)

@@ -20,10 +20,13 @@ FIELD_DEFAULTS: dict = {
     "model": copy.deepcopy(MODEL_DEFAULTS),
     "grid": {"resolution": 128, "dilation": 1, "update_every": 250, "update_start": 250, "decay": 0.9,
              "alpha_threshold": 0.005},
-    "sampling": {"band_rel": 0.03, "band_min_cells": 1.5, "band_samples": 24, "front_segments": 4,
-                 "coarse_step_cells": 0.5, "max_segments": 16, "per_segment": 4, "color_weight_threshold": 1e-4},
-    "loss": {"color": 1.0, "color_kind": "mse", "color_beta": 0.05, "distance": 0.1, "distance_beta": 0.01,
-             "distance_relative": True, "distortion": 0.002, "opacity": 0.1, "normal": 0.0},
+    "sampling": {"band_rel": 0.03, "band_min_cells": 1.5, "band_samples": 16, "front_segments": 4,
+                 "front_cache_segments": 64,
+                 "coarse_step_cells": 0.5, "max_segments": 16, "max_total_segments": 512, "min_transmittance": 1e-4,
+                 "per_segment": 4, "color_weight_threshold": 1e-4, "render_color_samples": 4,
+                 "train_color_samples": 4},
+    "loss": {"color": 1.0, "color_kind": "mse", "color_beta": 0.05, "distance": 1.0, "distance_beta": 0.01,
+             "distance_relative": True, "distortion": 0.05, "opacity": 0.1, "normal": 0.0},
     "masks": copy.deepcopy(MASK_DEFAULTS),
     "optim": {"steps": 2000, "batch_rays": 4096, "lr": 0.01, "warmup_steps": 100, "warmup_start_factor": 0.01,
               "final_lr_factor": 0.03, "betas": [0.9, 0.99], "eps": 1e-15, "fused": True},
@@ -96,8 +99,10 @@ def render_options_from(cfg: Mapping, cell_size: float) -> dict:
     """Renderer options (``renderer.DEFAULT_RENDER_OPTIONS`` keys) from ``field.sampling``."""
     s = cfg["sampling"]
     return {"coarse_step": float(s["coarse_step_cells"]) * cell_size, "max_segments": int(s["max_segments"]),
+            "max_total_segments": int(s["max_total_segments"]), "min_transmittance": float(s["min_transmittance"]),
             "per_segment": int(s["per_segment"]), "band_samples": int(s["band_samples"]),
-            "front_segments": int(s["front_segments"]), "color_weight_threshold": float(s["color_weight_threshold"])}
+            "front_segments": int(s["front_segments"]), "color_weight_threshold": float(s["color_weight_threshold"]),
+            "color_samples": int(s["render_color_samples"]) or None}
 
 
 def build_field(cfg: Mapping, bmin, bmax) -> RadianceField:

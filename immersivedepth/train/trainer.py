@@ -35,7 +35,8 @@ from tqdm.auto import tqdm
 
 from immersivedepth import io, sphere
 from immersivedepth.field.model import scene_bounds_from_points
-from immersivedepth.field.renderer import render_rays
+from immersivedepth.field.renderer import render_rays, render_samples
+from immersivedepth.field.sampler import band_samples, concat_samples, occupied_segments, segment_samples
 from immersivedepth.train.checkpoint import (
     FORMAT,
     CheckpointError,
@@ -226,7 +227,27 @@ def train_field(rgb, distance, run_dir, cfg: Mapping | None = None, *, resume: b
     train_idx = torch.nonzero(rays.color_mask | rays.depth_mask, as_tuple=False)[:, 0]
     cell = float(field.occupancy.cell_size.min())
     band_min = float(sc["band_min_cells"]) * cell
-    fine_step = float(field.render_options["coarse_step"]) / int(field.render_options["per_segment"])
+    coarse_step = float(field.render_options["coarse_step"])
+    fine_step = coarse_step / int(field.render_options["per_segment"])
+    halfwidth_all = torch.clamp(rays.distance * float(sc["band_rel"]), min=band_min)
+    band_start_all = (rays.distance - halfwidth_all).clamp_min(0.0)
+
+    @torch.no_grad()
+    def front_segments():
+        """Occupied coarse segments in front of every training ray's band (fixed rays: recomputed only when the
+        grid changes)."""
+        los, oks = [], []
+        chunk = int(logc["eval_chunk"])
+        for s0 in range(0, len(rays), chunk):
+            d = rays.dirs[s0:s0 + chunk]
+            lo, ok = occupied_segments(field.occupancy, torch.zeros_like(d), d, torch.zeros(d.shape[0], device=device),
+                                       band_start_all[s0:s0 + chunk], coarse_step=coarse_step,
+                                       max_segments=int(sc["front_cache_segments"]))
+            los.append(lo)
+            oks.append(ok)
+        return torch.cat(los), torch.cat(oks)
+
+    front_lo, front_ok = front_segments()
     grid_threshold = -math.log(1.0 - float(gc["alpha_threshold"])) / fine_step
     batch = int(oc["batch_rays"])
     origins = torch.zeros(batch, 3, device=device)
@@ -280,17 +301,26 @@ def train_field(rgb, distance, run_dir, cfg: Mapping | None = None, *, resume: b
                 idx = train_idx[torch.randint(train_idx.numel(), (batch,), generator=gen, device=device)]
                 dirs = rays.dirs[idx]
                 gd = rays.distance[idx]
-                hw = torch.clamp(gd * float(sc["band_rel"]), min=band_min)
                 want_normals = float(lc["normal"]) > 0
-                out = render_rays(field, origins, dirs, guide_distance=gd, guide_halfwidth=hw, perturb=True,
-                                  generator=gen, return_samples=True, compute_normals=want_normals)
+                band_start = band_start_all[idx]
+                # front_segments of the ray's occupied segments before its band, drawn at random (kept in ray order)
+                keys = torch.rand(front_lo[idx].shape, generator=gen, device=device) + (~front_ok[idx]).float() * 2.0
+                pick = torch.sort(torch.topk(keys, min(int(sc["front_segments"]), keys.shape[1]), dim=1,
+                                             largest=False).indices, dim=1).values
+                front = segment_samples(front_lo[idx].gather(1, pick), front_ok[idx].gather(1, pick),
+                                        torch.zeros_like(gd), band_start,
+                                        coarse_step=coarse_step, per_segment=1, perturb=True, generator=gen)
+                band = band_samples(gd, halfwidth_all[idx], int(sc["band_samples"]), perturb=True, generator=gen)
+                out = render_samples(field, origins, dirs, concat_samples(front, band), gd + halfwidth_all[idx],
+                                     color_weight_threshold=float(sc["color_weight_threshold"]),
+                                     max_color_samples=int(sc["train_color_samples"]), compute_normals=want_normals)
                 cm, dm = rays.color_mask[idx], rays.depth_mask[idx]
                 l_col = color_loss(out["rgb"][cm], rays.rgb[idx][cm], kind=str(lc["color_kind"]),
                                    beta=float(lc["color_beta"]))
                 l_dist = distance_loss(out["distance"], gd, dm, beta=float(lc["distance_beta"]),
                                        relative=bool(lc["distance_relative"]))
                 l_dst = distortion_loss(out["weights"], out["t"], out["delta"], scale=field.unit)
-                l_opa = opacity_loss(out["opacity"], dm)
+                l_opa = opacity_loss(out["opacity"], cm)
                 l_nrm = normal_loss(out["normal"], rays.normals[idx], dm) if want_normals else l_dist.new_zeros(())
                 loss = (float(lc["color"]) * l_col + float(lc["distance"]) * l_dist
                         + float(lc["distortion"]) * l_dst + float(lc["opacity"]) * l_opa + float(lc["normal"]) * l_nrm)
@@ -301,6 +331,7 @@ def train_field(rgb, distance, run_dir, cfg: Mapping | None = None, *, resume: b
                 if step >= int(gc["update_start"]) and step % int(gc["update_every"]) == 0:
                     field.occupancy.update(field.density, threshold=grid_threshold, decay=float(gc["decay"]),
                                            generator=gen)
+                    front_lo, front_ok = front_segments()
                 in_step = False
                 with torch.no_grad():
                     mse = float(torch.mean((out["rgb"][cm].clamp(0, 1) - rays.rgb[idx][cm]) ** 2))

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import timm
 import torch
 import torch.nn.functional as F
+from timm.models.swin_transformer_v2 import WindowAttention as WindowAttentionV2
 from torch import nn
 
 from .dpt_head import DPTHead
@@ -238,15 +239,50 @@ class VitBackbone(nn.Module):
         return taps, cls, grid
 
 
+class _SdpaWindowAttention(WindowAttentionV2):
+    """timm's Swin V2 window attention with the softmax part done by ``F.scaled_dot_product_attention``.
+
+    Same parameters, buffers and result (up to float rounding) as timm's ``WindowAttention.forward``: cosine
+    attention with the per-head clamped ``logit_scale`` folded into the normalised queries, the continuous
+    position bias ``16 * sigmoid(cpb_mlp(table))`` and the shift mask passed as an additive ``attn_mask``.
+    """
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        b_, n, c = x.shape
+        qkv_bias = torch.cat((self.q_bias, self.k_bias, self.v_bias)) if self.q_bias is not None else None
+        qkv = F.linear(x, self.qkv.weight, qkv_bias).reshape(b_, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        scale = torch.clamp(self.logit_scale, max=math.log(1.0 / 0.01)).exp()  # (nH,1,1)
+        q = F.normalize(q, dim=-1) * scale
+        k = F.normalize(k, dim=-1)
+        table = self.cpb_mlp(self.relative_coords_table).view(-1, self.num_heads)
+        bias = table[self.relative_position_index.view(-1)].view(n, n, -1).permute(2, 0, 1)
+        bias = (16 * torch.sigmoid(bias)).unsqueeze(0)  # (1,nH,N,N)
+        if mask is not None:
+            nw = mask.shape[0]
+            bias = (bias + mask.unsqueeze(1)).unsqueeze(0).expand(b_ // nw, -1, -1, -1, -1).reshape(
+                b_, self.num_heads, n, n)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=1.0)
+        return self.proj(o.transpose(1, 2).reshape(b_, n, c))
+
+
 class Swin2Backbone(nn.Module):
-    """timm Swin Transformer V2 at its native (square) size; taps are stage outputs at the hooks, NCHW."""
+    """timm Swin Transformer V2 at its native (square) size; taps are stage outputs at the hooks, NCHW.
+
+    ``fast_attention=True`` switches every window attention to :class:`_SdpaWindowAttention` (a subclass
+    with the same state; results equal to float rounding).
+    """
 
     persistent_in_timm06 = ("attn_mask",)
 
-    def __init__(self, cfg: MidasConfig):
+    def __init__(self, cfg: MidasConfig, fast_attention: bool = True):
         super().__init__()
         self.cfg = cfg
         self.model = timm.create_model(cfg.timm_name, pretrained=False)
+        if fast_attention:
+            for mod in self.model.modules():
+                if type(mod) is WindowAttentionV2:
+                    mod.__class__ = _SdpaWindowAttention
 
     def forward(self, x: torch.Tensor):
         n = self.cfg.net_size

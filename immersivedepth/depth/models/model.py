@@ -34,7 +34,8 @@ class DepthModel(nn.Module):
         max_batch: tiles per forward pass (memory bound).
         precision: ``"auto"`` (bf16 autocast on CUDA if supported, else fp16; float32 on CPU), ``"fp32"``,
             ``"bf16"`` or ``"fp16"`` (autocast on CUDA only).
-        channels_last: run the network in channels-last memory format.
+        channels_last: run the network in channels-last memory format (default; the DPT head's 3x3 convolutions
+            run 20-40 % faster in oneDNN on CPU; results differ from NCHW only by float rounding).
     """
 
     def __init__(
@@ -47,7 +48,7 @@ class DepthModel(nn.Module):
         device: str | torch.device = "cpu",
         max_batch: int = 4,
         precision: str = "auto",
-        channels_last: bool = False,
+        channels_last: bool = True,
     ):
         super().__init__()
         if precision not in ("auto", "fp32", "bf16", "fp16"):

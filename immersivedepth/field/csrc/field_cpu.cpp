@@ -206,34 +206,53 @@ inline bool load_block(const float* x, int64_t i0, int nb, float (*xs)[kBlock], 
   return ok;
 }
 
+template <int D>
+bool all_finite(const float* x, int64_t N) {
+  std::atomic<bool> ok{true};
+  at::parallel_for(0, N * D, 1 << 15, [&](int64_t b, int64_t e) {
+    bool local = true;
+    for (int64_t k = b; k < e; ++k) local &= std::isfinite(x[k]);
+    if (!local) ok.store(false, std::memory_order_relaxed);
+  });
+  return ok.load();
+}
+
+// Level-major forward (as tcnn does on the GPU): all points pass through one level before the next, so the
+// level's part of the table (a few MB) stays in the last-level cache while it is gathered many times.
+// Results go to a level-major (L, N, F) buffer that is transposed to (N, L*F) at the end.
 template <int D, int F>
 void encode_forward(const float* x, const float* table, float* out, int64_t N, const std::vector<LevelInfo>& levels,
                     bool* bad) {
   const int L = static_cast<int>(levels.size());
   constexpr int NC = 1 << D;
-  std::atomic<bool> any_bad{false};
-  at::parallel_for(0, (N + kBlock - 1) / kBlock, 16, [&](int64_t bb, int64_t be) {
-    alignas(64) float xs[D][kBlock];
-    alignas(64) uint32_t idx[2][NC][kBlock];
-    alignas(64) float w[2][NC][kBlock];
-    alignas(64) float frac[D][kBlock];
-    for (int64_t blk = bb; blk < be; ++blk) {
-      const int64_t i0 = blk * kBlock;
-      const int nb = static_cast<int>(std::min<int64_t>(kBlock, N - i0));
-      if (!load_block<D>(x, i0, nb, xs, nullptr)) {
-        any_bad.store(true, std::memory_order_relaxed);
-        return;
-      }
-      // Software pipeline: resolve and prefetch level l + 1 while gathering level l.
+  *bad = !all_finite<D>(x, N);
+  if (*bad) return;
+  at::Tensor lm_t = alloc_zeros({static_cast<int64_t>(L), N, F}, at::TensorOptions().dtype(at::kFloat));
+  float* lm = lm_t.data_ptr<float>();
+  const int64_t nblocks = (N + kBlock - 1) / kBlock;
+  for (int l = 0; l < L; ++l) {
+    const LevelInfo& lv = levels[l];
+    const float* tl = table + static_cast<int64_t>(lv.offset) * F;
+    float* ol = lm + static_cast<int64_t>(l) * N * F;
+    at::parallel_for(0, nblocks, 16, [&](int64_t bb, int64_t be) {
+      alignas(64) float xs[D][kBlock];
+      alignas(64) uint32_t idx[2][NC][kBlock];
+      alignas(64) float w[2][NC][kBlock];
+      alignas(64) float frac[D][kBlock];
+      // Software pipeline: resolve and prefetch block b + 1 while gathering block b.
+      auto prepare = [&](int64_t blk, int buf) {
+        const int64_t i0 = blk * kBlock;
+        const int nb = static_cast<int>(std::min<int64_t>(kBlock, N - i0));
+        load_block<D>(x, i0, nb, xs, nullptr);
+        block_corners<D>(lv, xs, nb, idx[buf], w[buf], frac);
+        prefetch_block<NC, F>(tl, idx[buf], nb, false);
+      };
       int cur = 0;
-      block_corners<D>(levels[0], xs, nb, idx[0], w[0], frac);
-      prefetch_block<NC, F>(table + static_cast<int64_t>(levels[0].offset) * F, idx[0], nb, false);
-      for (int l = 0; l < L; ++l) {
-        const float* tl = table + static_cast<int64_t>(levels[l].offset) * F;
-        if (l + 1 < L) {
-          block_corners<D>(levels[l + 1], xs, nb, idx[1 - cur], w[1 - cur], frac);
-          prefetch_block<NC, F>(table + static_cast<int64_t>(levels[l + 1].offset) * F, idx[1 - cur], nb, false);
-        }
+      prepare(bb, 0);
+      for (int64_t blk = bb; blk < be; ++blk) {
+        if (blk + 1 < be) prepare(blk + 1, 1 - cur);
+        const int64_t i0 = blk * kBlock;
+        const int nb = static_cast<int>(std::min<int64_t>(kBlock, N - i0));
         const uint32_t(*ic)[kBlock] = idx[cur];
         const float(*wc)[kBlock] = w[cur];
         for (int j = 0; j < nb; ++j) {
@@ -243,14 +262,18 @@ void encode_forward(const float* x, const float* table, float* out, int64_t N, c
             const float* v = tl + static_cast<int64_t>(ic[c][j]) * F;
             for (int f = 0; f < F; ++f) acc[f] += wc[c][j] * v[f];
           }
-          float* o = out + (i0 + j) * L * F + l * F;
+          float* o = ol + (i0 + j) * F;
           for (int f = 0; f < F; ++f) o[f] = acc[f];
         }
         cur = 1 - cur;
       }
-    }
+    });
+  }
+  at::parallel_for(0, N, 2048, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i)
+      for (int l = 0; l < L; ++l)
+        for (int f = 0; f < F; ++f) out[(i * L + l) * F + f] = lm[(static_cast<int64_t>(l) * N + i) * F + f];
   });
-  *bad = any_bad.load();
 }
 
 // Backward: each task owns a fixed set of levels (interleaved so coarse and fine levels
@@ -262,6 +285,14 @@ void encode_backward(const float* x, const float* table, const float* gout, floa
   constexpr int NC = 1 << D;
   const int64_t ntasks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), L));
   std::vector<std::vector<float>> gx_local(gx ? ntasks : 0);
+  // Level-major copy of the incoming gradient: each level pass then reads it contiguously.
+  at::Tensor glm_t = alloc_zeros({static_cast<int64_t>(L), N, F}, at::TensorOptions().dtype(at::kFloat));
+  float* glm = glm_t.data_ptr<float>();
+  at::parallel_for(0, N, 2048, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i)
+      for (int l = 0; l < L; ++l)
+        for (int f = 0; f < F; ++f) glm[(static_cast<int64_t>(l) * N + i) * F + f] = gout[(i * L + l) * F + f];
+  });
   at::parallel_for(0, ntasks, 1, [&](int64_t tb, int64_t te) {
     alignas(64) float xs[2][D][kBlock];
     alignas(64) bool inside[2][D][kBlock];
@@ -295,7 +326,7 @@ void encode_backward(const float* x, const float* table, const float* gout, floa
             const uint32_t(*ic)[kBlock] = idx[cur];
             const float(*wc)[kBlock] = w[cur];
             for (int j = 0; j < nb; ++j) {
-              const float* g = gout + (i0 + j) * L * F + l * F;
+              const float* g = glm + (static_cast<int64_t>(l) * N + i0 + j) * F;
               for (int c = 0; c < NC; ++c) {
                 float* e = gl + static_cast<int64_t>(ic[c][j]) * F;
                 for (int f = 0; f < F; ++f) e[f] += wc[c][j] * g[f];
@@ -304,7 +335,7 @@ void encode_backward(const float* x, const float* table, const float* gout, floa
             if (gxt) {
               const float(*fr)[kBlock] = frac[cur];
               for (int j = 0; j < nb; ++j) {
-                const float* g = gout + (i0 + j) * L * F + l * F;
+                const float* g = glm + (static_cast<int64_t>(l) * N + i0 + j) * F;
                 float dfrac[D];
                 for (int d = 0; d < D; ++d) dfrac[d] = 0.f;
                 for (int c = 0; c < NC; ++c) {
@@ -420,6 +451,7 @@ std::vector<at::Tensor> hashgrid_backward(const at::Tensor& x_in, const at::Tens
     gx = at::zeros_like(x);
     gxp = gx.data_ptr<float>();
   }
+  if (block <= 0) block = N;  // default: every level streams through all points (level-major)
   block = std::max<int64_t>(kBlock, block);
   if (x.size(1) == 3) {
     dispatch_backward<3>(static_cast<int>(F), x.data_ptr<float>(), table.data_ptr<float>(), gout.data_ptr<float>(),
@@ -445,83 +477,105 @@ enum Act : int64_t { kNone = 0, kRelu = 1, kSigmoid = 2 };
 
 inline v8 bcast(float a) { return v8{a, a, a, a, a, a, a, a}; }
 
-// Rows processed together so that at least ~8 independent accumulators hide the FMA latency.
+// Register tiles: NT column vectors (8 floats each) x RT rows, RT * NT = 8 independent accumulators (hides the
+// FMA latency) while each loaded weight vector is reused RT times and each broadcast NT times.
 template <int NB>
-constexpr int row_block() { return NB >= 8 ? 1 : (NB >= 4 ? 2 : (NB >= 2 ? 4 : 8)); }
+constexpr int col_tile() { return NB >= 4 ? 4 : NB; }
+template <int NB>
+constexpr int row_tile() { return 8 / col_tile<NB>(); }
 
-// C[r, 0:NB*8] = bias + sum_k A[r, k] * M[k, 0:NB*8]   for r < R.
+// C[r, 0:NB*8] = bias + sum_k A[r, k] * M[k, 0:NB*8]   for r < R   (M row stride NB*8).
 template <int NB>
 void rows_times(const float* A, int R, int K, int lda, const float* M, const float* bias, float* C, int ldc) {
-  constexpr int RB = row_block<NB>();
-  int r = 0;
-  for (; r + RB <= R; r += RB) {
-    v8 acc[RB][NB];
-#pragma GCC unroll 16
-    for (int q = 0; q < RB; ++q)
-#pragma GCC unroll 16
-      for (int b = 0; b < NB; ++b) acc[q][b] = bias ? *reinterpret_cast<const v8*>(bias + b * 8) : bcast(0.f);
-    for (int k = 0; k < K; ++k) {
-      const float* m = M + static_cast<int64_t>(k) * NB * 8;
-#pragma GCC unroll 16
-      for (int q = 0; q < RB; ++q) {
-        const v8 av = bcast(A[static_cast<int64_t>(r + q) * lda + k]);
-#pragma GCC unroll 16
-        for (int b = 0; b < NB; ++b) acc[q][b] += av * *reinterpret_cast<const v8*>(m + b * 8);
+  constexpr int NT = col_tile<NB>();
+  constexpr int RT = row_tile<NB>();
+  constexpr int W = NB * 8;
+  for (int cb = 0; cb < NB; cb += NT) {
+    const int nt = std::min(NT, NB - cb);  // < NT only for the last tile of odd NB
+    int r = 0;
+    if (nt == NT) {
+      for (; r + RT <= R; r += RT) {
+        v8 acc[RT][NT];
+#pragma GCC unroll 8
+        for (int q = 0; q < RT; ++q)
+#pragma GCC unroll 8
+          for (int b = 0; b < NT; ++b)
+            acc[q][b] = bias ? *reinterpret_cast<const v8*>(bias + (cb + b) * 8) : bcast(0.f);
+        for (int k = 0; k < K; ++k) {
+          const float* m = M + static_cast<int64_t>(k) * W + cb * 8;
+          v8 mv[NT];
+#pragma GCC unroll 8
+          for (int b = 0; b < NT; ++b) mv[b] = *reinterpret_cast<const v8*>(m + b * 8);
+#pragma GCC unroll 8
+          for (int q = 0; q < RT; ++q) {
+            const v8 av = bcast(A[static_cast<int64_t>(r + q) * lda + k]);
+#pragma GCC unroll 8
+            for (int b = 0; b < NT; ++b) acc[q][b] += av * mv[b];
+          }
+        }
+#pragma GCC unroll 8
+        for (int q = 0; q < RT; ++q)
+#pragma GCC unroll 8
+          for (int b = 0; b < NT; ++b)
+            *reinterpret_cast<v8*>(C + static_cast<int64_t>(r + q) * ldc + (cb + b) * 8) = acc[q][b];
       }
     }
-#pragma GCC unroll 16
-    for (int q = 0; q < RB; ++q)
-#pragma GCC unroll 16
-      for (int b = 0; b < NB; ++b) *reinterpret_cast<v8*>(C + static_cast<int64_t>(r + q) * ldc + b * 8) = acc[q][b];
-  }
-  for (; r < R; ++r) {  // remainder rows
-    v8 acc[NB];
-    for (int b = 0; b < NB; ++b) acc[b] = bias ? *reinterpret_cast<const v8*>(bias + b * 8) : bcast(0.f);
-    for (int k = 0; k < K; ++k) {
-      const v8 av = bcast(A[static_cast<int64_t>(r) * lda + k]);
-      const float* m = M + static_cast<int64_t>(k) * NB * 8;
-      for (int b = 0; b < NB; ++b) acc[b] += av * *reinterpret_cast<const v8*>(m + b * 8);
+    for (; r < R; ++r) {  // remainder rows / partial column tile
+      for (int b = cb; b < cb + nt; ++b) {
+        v8 acc = bias ? *reinterpret_cast<const v8*>(bias + b * 8) : bcast(0.f);
+        for (int k = 0; k < K; ++k)
+          acc += bcast(A[static_cast<int64_t>(r) * lda + k]) * *reinterpret_cast<const v8*>(M + static_cast<int64_t>(k) * W + b * 8);
+        *reinterpret_cast<v8*>(C + static_cast<int64_t>(r) * ldc + b * 8) = acc;
+      }
     }
-    for (int b = 0; b < NB; ++b) *reinterpret_cast<v8*>(C + static_cast<int64_t>(r) * ldc + b * 8) = acc[b];
   }
 }
 
-// dMT[k, 0:NB*8] += sum_r A[r, k] * G[r, 0:NB*8]
+// dMT[k, 0:NB*8] += sum_r A[r, k] * G[r, 0:NB*8]   (dMT row stride NB*8)
 template <int NB>
 void outer_acc(const float* A, int R, int K, int lda, const float* G, int ldg, float* dMT) {
-  constexpr int KB = row_block<NB>();
-  int k = 0;
-  for (; k + KB <= K; k += KB) {
-    v8 acc[KB][NB];
-#pragma GCC unroll 16
-    for (int q = 0; q < KB; ++q)
-#pragma GCC unroll 16
-      for (int b = 0; b < NB; ++b) acc[q][b] = *reinterpret_cast<const v8*>(dMT + static_cast<int64_t>(k + q) * NB * 8 + b * 8);
-    for (int r = 0; r < R; ++r) {
-      const float* g = G + static_cast<int64_t>(r) * ldg;
-      const float* a = A + static_cast<int64_t>(r) * lda + k;
-#pragma GCC unroll 16
-      for (int q = 0; q < KB; ++q) {
-        const v8 av = bcast(a[q]);
-#pragma GCC unroll 16
-        for (int b = 0; b < NB; ++b) acc[q][b] += av * *reinterpret_cast<const v8*>(g + b * 8);
+  constexpr int NT = col_tile<NB>();
+  constexpr int KT = row_tile<NB>();
+  constexpr int W = NB * 8;
+  for (int cb = 0; cb < NB; cb += NT) {
+    const int nt = std::min(NT, NB - cb);
+    int k = 0;
+    if (nt == NT) {
+      for (; k + KT <= K; k += KT) {
+        v8 acc[KT][NT];
+#pragma GCC unroll 8
+        for (int q = 0; q < KT; ++q)
+#pragma GCC unroll 8
+          for (int b = 0; b < NT; ++b)
+            acc[q][b] = *reinterpret_cast<const v8*>(dMT + static_cast<int64_t>(k + q) * W + (cb + b) * 8);
+        for (int r = 0; r < R; ++r) {
+          const float* g = G + static_cast<int64_t>(r) * ldg + cb * 8;
+          const float* a = A + static_cast<int64_t>(r) * lda + k;
+          v8 gv[NT];
+#pragma GCC unroll 8
+          for (int b = 0; b < NT; ++b) gv[b] = *reinterpret_cast<const v8*>(g + b * 8);
+#pragma GCC unroll 8
+          for (int q = 0; q < KT; ++q) {
+            const v8 av = bcast(a[q]);
+#pragma GCC unroll 8
+            for (int b = 0; b < NT; ++b) acc[q][b] += av * gv[b];
+          }
+        }
+#pragma GCC unroll 8
+        for (int q = 0; q < KT; ++q)
+#pragma GCC unroll 8
+          for (int b = 0; b < NT; ++b)
+            *reinterpret_cast<v8*>(dMT + static_cast<int64_t>(k + q) * W + (cb + b) * 8) = acc[q][b];
       }
     }
-#pragma GCC unroll 16
-    for (int q = 0; q < KB; ++q)
-#pragma GCC unroll 16
-      for (int b = 0; b < NB; ++b) *reinterpret_cast<v8*>(dMT + static_cast<int64_t>(k + q) * NB * 8 + b * 8) = acc[q][b];
-  }
-  for (; k < K; ++k) {  // remainder columns
-    v8 acc[NB];
-    float* d = dMT + static_cast<int64_t>(k) * NB * 8;
-    for (int b = 0; b < NB; ++b) acc[b] = *reinterpret_cast<const v8*>(d + b * 8);
-    for (int r = 0; r < R; ++r) {
-      const v8 av = bcast(A[static_cast<int64_t>(r) * lda + k]);
-      const float* g = G + static_cast<int64_t>(r) * ldg;
-      for (int b = 0; b < NB; ++b) acc[b] += av * *reinterpret_cast<const v8*>(g + b * 8);
+    for (; k < K; ++k) {  // remainder columns of A / partial tile
+      for (int b = cb; b < cb + nt; ++b) {
+        v8 acc = *reinterpret_cast<const v8*>(dMT + static_cast<int64_t>(k) * W + b * 8);
+        for (int r = 0; r < R; ++r)
+          acc += bcast(A[static_cast<int64_t>(r) * lda + k]) * *reinterpret_cast<const v8*>(G + static_cast<int64_t>(r) * ldg + b * 8);
+        *reinterpret_cast<v8*>(dMT + static_cast<int64_t>(k) * W + b * 8) = acc;
+      }
     }
-    for (int b = 0; b < NB; ++b) *reinterpret_cast<v8*>(d + b * 8) = acc[b];
   }
 }
 
@@ -777,18 +831,10 @@ std::vector<at::Tensor> mlp_backward(const at::Tensor& x_in, const std::vector<a
   return result;
 }
 
-// (numel,) float32 zeros; >= 2 MB come from a transparent-huge-page mapping (fewer TLB misses when indexed
-// at random, as hash tables are).
-at::Tensor huge_zeros(int64_t numel) {
-  TORCH_CHECK(numel >= 0, "huge_zeros: numel must be >= 0");
-  return alloc_zeros({numel}, at::TensorOptions().dtype(at::kFloat));
-}
-
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "ImmersiveDepth fused CPU kernels: tcnn-exact hash grid encoding and a chunked fused MLP";
   m.def("hashgrid_forward", &hashgrid_forward, "hash grid encoding forward (CPU)");
   m.def("hashgrid_backward", &hashgrid_backward, "hash grid encoding backward (CPU)");
-  m.def("huge_zeros", &huge_zeros, "float32 zeros backed by transparent huge pages when large");
   m.def("mlp_forward", &mlp_forward, "fused MLP forward (CPU)");
   m.def("mlp_backward", &mlp_backward, "fused MLP backward with recomputation (CPU)");
 }
