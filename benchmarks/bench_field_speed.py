@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import math
 import os
 import statistics
 import sys
@@ -31,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from immersivedepth.field.encodings import HashGridEncoding  # noqa: E402
+from immersivedepth.field.encodings import HashGridEncoding, per_level_scale_for  # noqa: E402
 from immersivedepth.field.mlp import FusedMLP  # noqa: E402
 
 NAIVE_PATH = REPO.parent / "shared" / "bench" / "naive_hashgrid.py"
@@ -72,7 +71,7 @@ def make_naive_step(naive, x, compile_it=False):
 
 def make_our_step(x, enc_backend, mlp_backend):
     c = CONFIG
-    per_level_scale = math.exp(math.log(c["finest_resolution"] / c["base_resolution"]) / (c["n_levels"] - 1))
+    per_level_scale = per_level_scale_for(c["base_resolution"], c["finest_resolution"], c["n_levels"])
     enc = HashGridEncoding(
         3, c["n_levels"], c["n_features_per_level"], c["log2_hashmap_size"], c["base_resolution"], per_level_scale,
         backend=enc_backend,

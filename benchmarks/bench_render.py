@@ -63,8 +63,9 @@ def _load_field(run: str | None):
 
 
 def _mc_child(run, resolution, q):
-    """Fresh process: peak RSS growth and time of one field-mesh extraction."""
-    torch.set_num_threads(torch.get_num_threads())
+    """Fresh process: time, peak RSS growth and peak numpy memory (tracemalloc) of one field-mesh extraction."""
+    import tracemalloc
+
     from immersivedepth.render.mesh import FieldMeshOptions, field_mesh
 
     field = _load_field(run)
@@ -74,10 +75,15 @@ def _mc_child(run, resolution, q):
 
         dist = make_scene("living_room").render_panorama(128, 256)["distance"]
     base = _rss_mb()
+    tracemalloc.start()
     t = time.perf_counter()
     m = field_mesh(field, FieldMeshOptions(resolution=resolution), distance=dist, progress=False)
-    q.put({"seconds": time.perf_counter() - t, "peak_mb": _rss_mb() - base, "faces": int(len(m.faces)),
-           "evaluated": int(m.info["evaluated_points"]), "lattice": m.info["lattice_shape"]})
+    secs = time.perf_counter() - t
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    q.put({"seconds": secs, "peak_rss_mb": _rss_mb() - base, "peak_numpy_mb": peak / 2**20,
+           "faces": int(len(m.faces)), "evaluated": int(m.info["evaluated_points"]),
+           "lattice": m.info["lattice_shape"]})
 
 
 def marching_benchmark(run, resolution):
@@ -125,6 +131,8 @@ def main():
     ap.add_argument("--train-steps", type=int, default=500)
     ap.add_argument("--frames", type=int, default=3, help="frames per speed measurement")
     ap.add_argument("--resolutions", type=int, nargs="+", default=[256, 512])
+    ap.add_argument("--analytic-resolutions", type=int, nargs="*", default=[256, 512],
+                    help="marching-tetrahedra sizes also run on the analytic stand-in field")
     ap.add_argument("--skip-analytic", action="store_true")
     ap.add_argument("--json", help="also write the numbers here")
     args = ap.parse_args()
@@ -148,7 +156,7 @@ def main():
     for res in args.resolutions:
         results[f"mc_{res}_trained"] = marching_benchmark(run, res)
         print(f"mc {res}^3 trained: {results[f'mc_{res}_trained']}", flush=True)
-        if not args.skip_analytic:
+        if not args.skip_analytic and res in args.analytic_resolutions:
             results[f"mc_{res}_analytic"] = marching_benchmark(None, res)
             print(f"mc {res}^3 analytic: {results[f'mc_{res}_analytic']}", flush=True)
 
@@ -180,7 +188,8 @@ def main():
             if k in results:
                 r = results[k]
                 rows.append((f"marching tetrahedra {res}^3, {kind} field",
-                             f"{r['seconds']:.1f} s, peak +{r['peak_mb']:.0f} MB, {r['faces']} faces, "
+                             f"{r['seconds']:.1f} s, peak +{r['peak_rss_mb']:.0f} MB RSS / {r['peak_numpy_mb']:.0f} MB "
+                             f"numpy, {r['faces']} faces, "
                              f"{r['evaluated']} density evaluations (lattice {r['lattice']})"))
     rows.append(("Chamfer field mesh (trained, 256^3)", c("chamfer_field_mesh_trained")))
     if "chamfer_field_mesh_analytic" in results:

@@ -10,7 +10,13 @@ import pytest
 import torch
 
 from immersivedepth.field import _cpu_ext
-from immersivedepth.field.encodings import HashGridEncoding, hash_encode_torch, hashgrid_layout, make_mlp
+from immersivedepth.field.encodings import (
+    HashGridEncoding,
+    hash_encode_torch,
+    hashgrid_layout,
+    make_mlp,
+    per_level_scale_for,
+)
 from immersivedepth.field.mlp import FusedMLP
 
 PRIMES = (1, 2654435761, 805459861)
@@ -145,7 +151,10 @@ def test_default_layout_by_hand():
 
 def test_nerf_layout_resolutions():
     # base 16, finest 2048 over 16 levels (the radiance field's config): no uint32 stride overflow anywhere.
-    pls = math.exp(math.log(2048 / 16) / 15)
+    pls = per_level_scale_for(16, 2048, 16)
+    assert pls == pytest.approx(2 ** (7 / 15), rel=1e-12)
+    with pytest.raises(ValueError, match=r"need 0 < base_resolution <= finest_resolution, got 16 and 8"):
+        per_level_scale_for(16, 8, 16)
     lay = hashgrid_layout(3, 16, 2, 19, 16, pls)
     assert lay.resolutions[0] == 16 and 2040 <= lay.resolutions[-1] <= 2050
     assert lay.dense.tolist() == [r**3 <= 2**19 for r in lay.resolutions.tolist()]

@@ -160,13 +160,13 @@ def test_field_mesh_floor_normal_points_up(room_field, room_mesh):
 
 def test_field_mesh_clip_keeps_unseen_space_solid(room_field, room_mesh, room_pano):
     """No surface floats in space the panorama never saw: every vertex is at most a margin (5 % + 2 voxels,
-    + 1 voxel for the edge it sits on) behind the distance map (dilated by one pixel so silhouettes survive);
+    + 1 voxel for the edge it sits on) behind the distance map (dilated by two pixels so silhouettes survive);
     hidden backs of objects are closed along the visibility boundary instead."""
     from scipy import ndimage
 
     v = room_mesh.vertices.astype(np.float64)
     r = np.linalg.norm(v, axis=1)
-    dmax = ndimage.maximum_filter(room_pano["distance"].astype(np.float64), size=3, mode=("nearest", "wrap"))
+    dmax = ndimage.maximum_filter(room_pano["distance"].astype(np.float64), size=5, mode=("nearest", "wrap"))
     d = sphere.erp_sample_dirs(dmax, v / r[:, None])
     h = room_mesh.info["spacing"]
     assert np.all(r <= d * 1.05 + 3 * h + 1e-6)
@@ -199,3 +199,51 @@ def test_field_mesh_bad_options(room_field):
         field_mesh(room_field, FieldMeshOptions(resolution=8, threshold="otsu"), progress=False)
     with pytest.raises(ValueError, match=r"field mesh is empty at density threshold .*lower"):
         field_mesh(room_field, FieldMeshOptions(resolution=8, threshold=1e9, colors=False), progress=False)
+
+
+class _ShellField(torch.nn.Module):
+    """Free ball of radius 2 seen from the centre; the density net also holds fog (|x| < 1, never sampled by the
+    renderer: the occupancy grid is empty there) and the shell is thin (density falls back to 0 beyond 2.3, where
+    the grid is empty again) — the two artefacts a briefly trained field shows."""
+
+    def __init__(self):
+        super().__init__()
+        self.bounds = (torch.full((3,), -3.0), torch.full((3,), 3.0))
+        field = self
+
+        class Occ:
+            @staticmethod
+            def query(x):
+                r = x.norm(dim=-1)
+                return (r > 1.6) & (r < 2.45)
+
+        self.occupancy = Occ()
+        field.sigma_max = 200.0
+
+    def density(self, x):
+        r = x.norm(dim=-1)
+        shell = torch.sigmoid((r - 2.0) / 0.01) * torch.sigmoid((2.3 - r) / 0.01)
+        fog = torch.sigmoid((1.0 - r) / 0.01)
+        return self.sigma_max * (shell + 0.8 * fog)
+
+    def color(self, x, d=None):
+        return true_color(x)
+
+
+@pytest.mark.parametrize("use_occupancy", [True, False])
+def test_field_mesh_sees_the_field_as_the_renderer_does(use_occupancy):
+    kw = dict(resolution=40, threshold=100.0, use_occupancy=use_occupancy, min_component_fraction=0.0)
+    dist = np.full((32, 64), 2.0)
+    m = field_mesh(_ShellField(), FieldMeshOptions(**kw), distance=dist, progress=False)
+    r = np.linalg.norm(m.vertices, axis=1)
+    # the shell's back face (r = 2.3) is carved away: beyond the first crossing along central rays is solid
+    assert np.sum(np.abs(r - 2.3) < 0.05) == 0
+    if use_occupancy:
+        # only the observed surface: the fog ball in never-sampled cells is gone too
+        assert np.abs(r - 2.0).max() < 0.01
+        assert m.info["evaluated_points"] < m.info["dense_points"]
+    else:
+        assert np.sum(np.abs(r - 1.0) < 0.01) > 100
+    # without carving the back face is there
+    m2 = field_mesh(_ShellField(), FieldMeshOptions(clip_to_visible=False, **kw), distance=dist, progress=False)
+    assert np.sum(np.abs(np.linalg.norm(m2.vertices, axis=1) - 2.3) < 0.05) > 100

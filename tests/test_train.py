@@ -245,12 +245,15 @@ def test_end_to_end_training_learns(tmp_path, scene_small):
     rgb, dist = scene_small
     base = _cfg(optim={"steps": 0}, log={"preview_every": 0, "eval_stride": 1})
     s0 = train_field(rgb, dist, tmp_path / "init", base, progress=False)
+    # 32x64 pixels are 5.6 deg apart: relax the masks (most pixels would be "edges") and refine the density grid
     cfg = _cfg(optim={"steps": 150, "batch_rays": 512, "warmup_steps": 10},
                log={"preview_every": 0, "eval_stride": 1, "checkpoint_every": 1000, "log_every": 50},
-               grid={"update_every": 50, "update_start": 50})
+               grid={"update_every": 50, "update_start": 50, "resolution": 32},
+               masks={"edge_threshold": 0.5, "grazing_max_deg": 88})
+    cfg["model"]["density_grid"] = {"n_levels": 6, "log2_hashmap_size": 14, "finest_resolution": 256}
     s1 = train_field(rgb, dist, tmp_path / "trained", cfg, progress=False)
-    assert s1["psnr"] > s0["psnr"] + 8.0, (s0, s1)
-    assert s1["abs_rel"] < 0.5 * s0["abs_rel"] and s1["abs_rel"] < 0.1, (s0, s1)
+    assert s1["psnr"] > s0["psnr"] + 10.0 and s1["psnr"] > 27.0, (s0, s1)
+    assert s1["abs_rel"] < 0.3 * s0["abs_rel"] and s1["abs_rel"] < 0.05, (s0, s1)
     field, info = load_trained_field(tmp_path / "trained")
     assert info["step"] == 150 and info["image_size"] == (32, 64)
     # the loaded field renders the same numbers

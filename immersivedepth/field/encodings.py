@@ -17,6 +17,11 @@ Table layout = tcnn's flat parameter vector: level ``l`` owns entries ``[offset_
 Because of the +0.5 offset, the upper corner of a dense level can index one past the last vertex of a row;
 tcnn lets that wrap into the next row (``% size``) and so do we.
 
+A level counts as dense exactly when tcnn's own test says so: it accumulates the strides ``res^d`` in uint32
+while they are <= size and hashes if the last one exceeds the size. For ``res >= 2^16`` (e.g. 16 levels with
+``per_level_scale=2``) that stride wraps to 0 and tcnn indexes such levels "densely" with z dropping out; this
+is reproduced, not fixed (choose ``per_level_scale`` from the finest resolution, see :func:`per_level_scale_for`).
+
 Inputs are expected in ``[0, 1]``; values outside are clamped to ``[0, 1]``. The input gradient is zero
 outside ``[0, 1]`` and passes through on the closed interval (points at exactly 0 or 1 still get one, unlike
 ``torch.clamp``'s). Non-finite inputs raise ``ValueError``.
@@ -25,6 +30,8 @@ Backends: ``"torch"`` (vectorised reference, any float dtype, gradients wrt tabl
 backward), ``"cpu"`` (fused C++/OpenMP op built on first use; float32 CPU only; gradients wrt table and
 inputs, no double backward), ``"tcnn"`` (``tinycudann.Encoding`` on CUDA) and ``"auto"`` (tcnn on CUDA
 tensors when tinycudann imports, else the C++ op for float32 CPU tensors when it builds, else torch).
+The table gradient is dense (n_params floats, 64 MB for 16 x 2^19 x 2), as Adam expects; a sparse-aware
+fused optimizer step would avoid touching it all but is not implemented.
 Numerical agreement between backends is to float32 rounding; the per-level ``scale`` is computed once in
 float32 like tcnn's host code (tcnn's device ``exp2f`` may differ from it by an ulp in rare cases).
 """
@@ -47,6 +54,7 @@ __all__ = [
     "hashgrid_layout",
     "hash_encode_torch",
     "tcnn_available",
+    "per_level_scale_for",
     "PRIMES",
     "BACKENDS",
 ]
@@ -67,6 +75,18 @@ def tcnn_available() -> bool:
     except Exception:
         return False
     return True
+
+
+def per_level_scale_for(base_resolution: int, finest_resolution: float, n_levels: int) -> float:
+    """Growth factor so that level ``n_levels - 1`` reaches ``finest_resolution``: exp(ln(finest/base) / (L-1))."""
+    if n_levels < 2:
+        return 1.0
+    if base_resolution <= 0 or finest_resolution < base_resolution:
+        raise ValueError(
+            f"per_level_scale_for: need 0 < base_resolution <= finest_resolution, got {base_resolution} and "
+            f"{finest_resolution}"
+        )
+    return math.exp(math.log(finest_resolution / base_resolution) / (n_levels - 1))
 
 
 @dataclass(frozen=True)

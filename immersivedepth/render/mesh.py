@@ -10,10 +10,12 @@ chunk (never re-evaluated), neighbouring chunks see identical values — no seam
 Evaluation is chunked in slabs along x and, with ``sparse=True``, restricted to bricks of
 ``brick`` cells where a coarse pass (every ``brick // coarse_per_brick`` lattice points) sees
 both sides of the level (dilated by one brick). Features thinner than that coarse spacing can be
-missed; ``sparse=False`` evaluates every lattice point. With ``clip_to_visible`` the lattice
-points farther from the panorama centre than the distance map (``(1 + rel) * D + abs``) are
-treated as solid without evaluating the field: unobserved space behind the walls becomes
-interior instead of producing floaters and double walls.
+missed; ``sparse=False`` evaluates every lattice point. With ``clip_to_visible`` space the panorama
+centre cannot see is solid (the field is not evaluated there): along each central ray, everything
+beyond the field's first crossing of the level inside a band around the distance map ``D`` (or beyond
+``(1 + rel) * D + abs`` when it does not cross) — so unobserved space behind the walls and the
+unconstrained, often empty, inside of thin density shells become interior instead of floaters,
+back faces and double walls.
 
 Triangles are wound so their normals point from dense into free space (the floor's normal is +y).
 """
@@ -498,6 +500,9 @@ class FieldMeshOptions:
     coarse_per_brick: int = 4
     chunk: int = 262144
     clip_to_visible: bool = True
+    carve_front: float = 0.2
+    carve_height: int = 256
+    carve_samples: int = 48
     use_occupancy: bool = True
     visible_rel_margin: float = 0.05
     visible_abs_voxels: float = 2.0
@@ -567,6 +572,46 @@ def field_colors(field, vertices: np.ndarray, *, view_origin=(0.0, 0.0, 0.0), ch
     return np.concatenate(out) if out else np.zeros((0, 3), np.float32)
 
 
+def _carve_distances(dens, dmap: np.ndarray, thr: float, *, rel_margin: float, abs_margin: float, front: float,
+                     height: int, n_samples: int) -> np.ndarray:
+    """Per direction (ERP grid ``(height, 2 height)``) the distance beyond which space counts as solid.
+
+    Along each central ray the band ``[(1 - front) D, (1 + rel_margin) D + abs_margin]`` around the distance
+    map ``D`` is searched for the field's first crossing of ``thr``; beyond it (or beyond the band's end when
+    there is none) nothing is visible from the panorama centre. A 3x3 maximum filter keeps silhouettes generous.
+    """
+    d = np.where(np.isfinite(dmap) & (dmap > 0), dmap, 0.0)
+    h0, w0 = d.shape
+    gh = int(min(height, h0))
+    gw = 2 * gh
+    # generous distance per coarse pixel: max over the (max-filtered) fine pixels it covers
+    dfill = ndimage.maximum_filter(np.where(d > 0, d, np.inf), size=3, mode=("nearest", "wrap"))
+    dirs = sphere.erp_directions(gh, gw, np.float64)
+    dg = np.asarray(sphere.erp_sample_dirs(np.where(np.isinf(dfill), 1e30, dfill), dirs), np.float64)
+    known = dg < 1e29
+    t0 = np.where(known, dg * (1.0 - front), 0.0)
+    t1 = np.where(known, dg * (1.0 + rel_margin) + abs_margin, 0.0)
+    s = np.linspace(0.0, 1.0, n_samples)
+    t = t0[..., None] + (t1 - t0)[..., None] * s
+    out = np.where(known, t1, np.inf)
+    k = np.flatnonzero(known.reshape(-1))
+    if len(k):
+        tk = t.reshape(-1, n_samples)[k]
+        sig = dens((dirs.reshape(-1, 3)[k][:, None, :] * tk[..., None]).reshape(-1, 3)).reshape(len(k), n_samples)
+        above = sig >= thr
+        hit = above.any(axis=1)
+        j = np.argmax(above, axis=1)
+        jm = np.maximum(j - 1, 0)
+        r = np.arange(len(k))
+        s0, s1 = sig[r, jm], sig[r, j]
+        frac = np.where((j > 0) & (s1 > s0), (thr - s0) / np.where(s1 > s0, s1 - s0, 1.0), 0.0)
+        th = tk[r, jm] + np.clip(frac, 0, 1) * (tk[r, j] - tk[r, jm])
+        flat = out.reshape(-1)
+        flat[k] = np.where(hit, th, tk[:, -1])
+    out = ndimage.maximum_filter(out, size=3, mode=("nearest", "wrap"))
+    return np.where(np.isinf(out), 1e30, out)
+
+
 def field_mesh(field, options: FieldMeshOptions | None = None, *, distance: np.ndarray | None = None,
                bounds=None, device="cpu", progress: bool = True) -> Mesh:
     """Mesh of a density field: iso-surface, vertex colours, small components removed, optional decimation.
@@ -623,16 +668,14 @@ def field_mesh(field, options: FieldMeshOptions | None = None, *, distance: np.n
         value_fn, level, solid_value = dens, thr, thr * 1e3
     solid_fn = None
     if o.clip_to_visible and dmap is not None:
-        dfill = np.where(np.isfinite(dmap) & (dmap > 0), dmap, np.inf)
-        # generous: max over a 1-pixel neighbourhood so silhouettes are not eaten
-        dfill = ndimage.maximum_filter(dfill, size=3, mode=("nearest", "wrap"))
         h = float((hi - lo).max()) / (o.resolution - 1)
-        abs_m = o.visible_abs_voxels * h
+        t_solid = _carve_distances(dens, dmap, thr, rel_margin=o.visible_rel_margin,
+                                   abs_margin=o.visible_abs_voxels * h, front=o.carve_front,
+                                   height=o.carve_height, n_samples=o.carve_samples)
 
         def solid_fn(p):
             r = np.linalg.norm(p, axis=1)
-            d_at = np.asarray(sphere.erp_sample_dirs(np.where(np.isinf(dfill), 1e30, dfill), p), np.float64)
-            return r > d_at * (1.0 + o.visible_rel_margin) + abs_m
+            return r > np.asarray(sphere.erp_sample_dirs(t_solid, p), np.float64) + h
 
     verts, faces, info = extract_isosurface(value_fn, lo, hi, o.resolution, level, slab=o.slab, brick=o.brick,
                                             sparse=o.sparse, coarse_per_brick=o.coarse_per_brick, solid_fn=solid_fn,

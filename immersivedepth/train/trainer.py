@@ -313,7 +313,8 @@ def train_field(rgb, distance, run_dir, cfg: Mapping | None = None, *, resume: b
                 band = band_samples(gd, halfwidth_all[idx], int(sc["band_samples"]), perturb=True, generator=gen)
                 out = render_samples(field, origins, dirs, concat_samples(front, band), gd + halfwidth_all[idx],
                                      color_weight_threshold=float(sc["color_weight_threshold"]),
-                                     max_color_samples=int(sc["train_color_samples"]), compute_normals=want_normals)
+                                     max_color_samples=int(sc["train_color_samples"]) or None,
+                                     renormalize_color=bool(int(sc["train_color_samples"])), compute_normals=want_normals)
                 cm, dm = rays.color_mask[idx], rays.depth_mask[idx]
                 l_col = color_loss(out["rgb"][cm], rays.rgb[idx][cm], kind=str(lc["color_kind"]),
                                    beta=float(lc["color_beta"]))
