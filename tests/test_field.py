@@ -7,21 +7,18 @@ import math
 import numpy as np
 import pytest
 import torch
-from test_field_standin import install
 from torch import nn
 
-install()
-
-from immersivedepth.field.model import RadianceField, scene_bounds_from_points, sh_encoding, trunc_exp  # noqa: E402
-from immersivedepth.field.renderer import composite_weights, render_panorama, render_rays  # noqa: E402
-from immersivedepth.field.sampler import (  # noqa: E402
+from immersivedepth.field.model import RadianceField, scene_bounds_from_points, sh_encoding, trunc_exp
+from immersivedepth.field.renderer import composite_weights, render_panorama, render_rays
+from immersivedepth.field.sampler import (
     OccupancyGrid,
     band_samples,
     occupancy_samples,
     ray_box_intersect,
     uniform_samples,
 )
-from immersivedepth.train.losses import distortion_loss  # noqa: E402
+from immersivedepth.train.losses import distortion_loss
 
 
 class SlabField(nn.Module):

@@ -9,18 +9,15 @@ import os
 import numpy as np
 import pytest
 import torch
-from test_field_standin import install
 
-install()
-
-from immersivedepth import sphere  # noqa: E402
-from immersivedepth.train import checkpoint as ckpt  # noqa: E402
-from immersivedepth.train.checkpoint import CheckpointError, load_trained_field  # noqa: E402
-from immersivedepth.train.config import resolve_config  # noqa: E402
-from immersivedepth.train.dataset import PanoramaRays, supervision_masks  # noqa: E402
-from immersivedepth.train.losses import distance_loss, normal_loss, opacity_loss  # noqa: E402
-from immersivedepth.train.schedule import lr_at  # noqa: E402
-from immersivedepth.train.trainer import TrainingInterrupted, train_field  # noqa: E402
+from immersivedepth import sphere
+from immersivedepth.train import checkpoint as ckpt
+from immersivedepth.train.checkpoint import CheckpointError, load_trained_field
+from immersivedepth.train.config import resolve_config
+from immersivedepth.train.dataset import PanoramaRays, supervision_masks
+from immersivedepth.train.losses import distance_loss, normal_loss, opacity_loss
+from immersivedepth.train.schedule import lr_at
+from immersivedepth.train.trainer import TrainingInterrupted, train_field
 
 TINY = {
     "model": {"density_grid": {"n_levels": 4, "log2_hashmap_size": 12, "finest_resolution": 64},
@@ -118,6 +115,17 @@ def test_losses_values():
     assert math.isclose(float(opacity_loss(torch.tensor([1.0, 0.5, 0.0]))), 0.5)
     n = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
     assert math.isclose(float(normal_loss(n, torch.tensor([[0.0, 2.0, 0.0], [0.0, 1.0, 0.0]]))), 0.5, abs_tol=1e-6)
+
+
+@pytest.mark.parametrize("preset", ["default", "fast"])
+def test_presets_resolve_and_default_matches_code(repo_root, preset):
+    import yaml
+
+    raw = yaml.safe_load(open(repo_root / "configs" / "field" / f"{preset}.yaml"))
+    cfg = resolve_config(raw)  # no unknown keys
+    assert cfg == resolve_config(raw) and cfg["optim"]["steps"] > 0
+    if preset == "default":
+        assert cfg == resolve_config(None)  # FIELD_DEFAULTS mirrors default.yaml
 
 
 def test_unknown_config_key_is_an_error():

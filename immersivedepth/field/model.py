@@ -105,7 +105,8 @@ def _per_level_scale(g: Mapping) -> float:
 def _hash_grid(g: Mapping, backend: str):
     from immersivedepth.field.encodings import HashGridEncoding
 
-    return HashGridEncoding(n_input_dims=3, n_levels=int(g["n_levels"]), n_features_per_level=int(g["n_features_per_level"]),
+    return HashGridEncoding(n_input_dims=3, n_levels=int(g["n_levels"]),
+                            n_features_per_level=int(g["n_features_per_level"]),
                             log2_hashmap_size=int(g["log2_hashmap_size"]), base_resolution=int(g["base_resolution"]),
                             per_level_scale=_per_level_scale(g), backend=backend)
 

@@ -201,7 +201,8 @@ def _render_rounds(field, origins, dirs, seg, t0, t1, coarse_step, opts, *, pert
                               generator=generator)
         o = render_samples(field, origins[ia], dirs[ia], smp, t1[ia],
                            color_weight_threshold=float(opts["color_weight_threshold"]),
-                           max_color_samples=opts["color_samples"] or None, renormalize_color=bool(opts["color_samples"]),
+                           max_color_samples=opts["color_samples"] or None,
+                           renormalize_color=bool(opts["color_samples"]),
                            compute_normals=compute_normals, trans0=trans[ia], background=False)
         rgb = rgb.index_add(0, ia, o["rgb"])
         dist = dist.index_add(0, ia, o["distance"])
@@ -275,7 +276,8 @@ def render_rays(field, origins: torch.Tensor, dirs: torch.Tensor, *, near: float
         else:
             o = render_samples(field, origins[sl], dirs[sl], samples, t_far,
                                color_weight_threshold=float(opts["color_weight_threshold"]),
-                               max_color_samples=opts["color_samples"] or None, renormalize_color=bool(opts["color_samples"]),
+                               max_color_samples=opts["color_samples"] or None,
+                               renormalize_color=bool(opts["color_samples"]),
                                compute_normals=compute_normals)
         if not return_samples:
             for key in ("weights", "sigma", "t", "delta", "valid"):

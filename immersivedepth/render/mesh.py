@@ -310,10 +310,11 @@ def extract_isosurface(value_fn: Callable[[np.ndarray], np.ndarray], bmin, bmax,
             have = np.isfinite(prev_layer)
             vals[0][have] = prev_layer[have]
             need[0] &= ~have
-        if need.any():
-            idx = np.argwhere(need)
-            pts = origin + (idx + np.array([x0, 0, 0])) * h
-            vals[idx[:, 0], idx[:, 1], idx[:, 2]] = evaluate(pts)
+        for i in range(vals.shape[0]):  # one lattice layer at a time keeps the temporaries small
+            if need[i].any():
+                jk = np.argwhere(need[i])
+                pts = origin + np.column_stack([np.full(len(jk), x0 + i), jk]) * h
+                vals[i, jk[:, 0], jk[:, 1]] = evaluate(pts)
         # unknown points in the first layer that the previous slab never needed stay NaN for this slab's
         # cells only when this slab does not need them either, so no cell sees two different values
         prev_layer = vals[-1].copy()
@@ -341,8 +342,8 @@ def extract_isosurface(value_fn: Callable[[np.ndarray], np.ndarray], bmin, bmax,
                                  refine_steps)
     info["refine_steps"] = int(refine_steps)
     # drop degenerate triangles (a vertex exactly on a lattice point shared by two edges)
-    tri = verts[faces]
-    area2 = np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+    area2 = np.concatenate([np.linalg.norm(_face_cross(verts, faces[s:s + _FACE_BLOCK]), axis=1)
+                            for s in range(0, len(faces), _FACE_BLOCK)])
     faces = faces[area2 > (1e-9 * h) ** 2]
     info["seconds"] = time.perf_counter() - t0
     return verts.astype(np.float32), faces.astype(np.int64), info
@@ -456,13 +457,26 @@ def remove_small_components(vertices: np.ndarray, faces: np.ndarray, min_fractio
     return vertices[used], remap[faces], used, n_removed
 
 
+_FACE_BLOCK = 1 << 18  # faces per block in face-wise loops (bounds the temporaries)
+
+
+def _face_cross(v: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """``(p1 - p0) x (p2 - p0)`` ``(F, 3)`` float64 of faces ``f`` ``(F, 3)`` over vertices ``v``."""
+    p0 = v[f[:, 0]].astype(np.float64)
+    return np.cross(v[f[:, 1]] - p0, v[f[:, 2]] - p0)
+
+
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Area-weighted unit vertex normals ``(V, 3)`` following the face winding."""
     v = np.asarray(vertices, np.float64)
-    fn = np.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]])
     n = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(n, faces[:, k], fn)
+    for s in range(0, len(faces), _FACE_BLOCK):
+        f = faces[s:s + _FACE_BLOCK]
+        fn = _face_cross(v, f)
+        for k in range(3):
+            n[:, 0] += np.bincount(f[:, k], weights=fn[:, 0], minlength=len(v))
+            n[:, 1] += np.bincount(f[:, k], weights=fn[:, 1], minlength=len(v))
+            n[:, 2] += np.bincount(f[:, k], weights=fn[:, 2], minlength=len(v))
     return (n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-20)).astype(np.float32)
 
 

@@ -117,8 +117,8 @@ class PanoramaRays:
         frac = float(m["valid"].mean())
         if frac < float(cfg["min_valid_fraction"]):
             raise ValueError(f"train_field: only {frac:.1%} of the distance map is valid (finite and > 0); need at "
-                             f"least {float(cfg['min_valid_fraction']):.0%} (field.masks.min_valid_fraction). Check the "
-                             "distance file's format/scale (dataset.distance_format)")
+                             f"least {float(cfg['min_valid_fraction']):.0%} (field.masks.min_valid_fraction). Check "
+                             "the distance file's format/scale (dataset.distance_format)")
         self.height, self.width = h, w
         self.masks = m
         flat_valid = m["valid"].reshape(-1)
@@ -131,7 +131,7 @@ class PanoramaRays:
         self.rgb = t(np.clip(rgb.reshape(-1, 3)[pix], 0.0, 1.0))
         self.distance = t(dist)
         self.depth_mask = t(m["supervise"].reshape(-1)[pix], torch.bool)
-        self.color_mask = (torch.ones_like(self.depth_mask) if bool(cfg["color_on_masked"]) else self.depth_mask.clone())
+        self.color_mask = torch.ones_like(self.depth_mask) if bool(cfg["color_on_masked"]) else self.depth_mask.clone()
         self.normals = t(m["normals"].reshape(-1, 3)[pix])
         self.points = self.dirs * self.distance[:, None]
 

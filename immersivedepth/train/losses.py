@@ -32,14 +32,16 @@ def distance_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor |
     return F.smooth_l1_loss(err, torch.zeros_like(err), beta=beta)
 
 
-def distortion_loss(weights: torch.Tensor, t: torch.Tensor, delta: torch.Tensor, *, scale: float = 1.0) -> torch.Tensor:
+def distortion_loss(weights: torch.Tensor, t: torch.Tensor, delta: torch.Tensor, *,
+                    scale: float = 1.0) -> torch.Tensor:
     """mip-NeRF 360's distortion loss in its O(K) form, mean over rays.
 
     ``weights, t, delta`` ``(N, K)``: compositing weights, interval midpoints and lengths, samples sorted along
     each ray (zero-weight padding may sit anywhere). With ``m = t / scale`` and ``d = delta / scale``::
 
         L = sum_{i,j} w_i w_j |m_i - m_j| + 1/3 sum_i w_i^2 d_i
-          = 2 sum_i w_i (m_i W_{<i} - S_{<i}) + 1/3 sum_i w_i^2 d_i,   W_{<i} = sum_{j<i} w_j,  S_{<i} = sum_{j<i} w_j m_j
+          = 2 sum_i w_i (m_i W_{<i} - S_{<i}) + 1/3 sum_i w_i^2 d_i,
+        W_{<i} = sum_{j<i} w_j,   S_{<i} = sum_{j<i} w_j m_j
     """
     m = t / scale
     d = delta / scale

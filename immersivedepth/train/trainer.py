@@ -59,7 +59,8 @@ from immersivedepth.train.schedule import lr_at
 __all__ = ["train_field", "TrainingInterrupted", "evaluate_view", "METRIC_COLUMNS"]
 
 LOG = logging.getLogger("immersivedepth.train")
-METRIC_COLUMNS = ("step", "loss", "color", "distance", "distortion", "opacity", "normal", "psnr", "lr", "samples_per_ray",
+METRIC_COLUMNS = ("step", "loss", "color", "distance", "distortion", "opacity", "normal", "psnr", "lr",
+                  "samples_per_ray",
                   "color_samples_per_ray", "occupied", "elapsed_s")
 
 
@@ -314,7 +315,8 @@ def train_field(rgb, distance, run_dir, cfg: Mapping | None = None, *, resume: b
                 out = render_samples(field, origins, dirs, concat_samples(front, band), gd + halfwidth_all[idx],
                                      color_weight_threshold=float(sc["color_weight_threshold"]),
                                      max_color_samples=int(sc["train_color_samples"]) or None,
-                                     renormalize_color=bool(int(sc["train_color_samples"])), compute_normals=want_normals)
+                                     renormalize_color=bool(int(sc["train_color_samples"])),
+                                     compute_normals=want_normals)
                 cm, dm = rays.color_mask[idx], rays.depth_mask[idx]
                 l_col = color_loss(out["rgb"][cm], rays.rgb[idx][cm], kind=str(lc["color_kind"]),
                                    beta=float(lc["color_beta"]))
@@ -337,9 +339,10 @@ def train_field(rgb, distance, run_dir, cfg: Mapping | None = None, *, resume: b
                 with torch.no_grad():
                     mse = float(torch.mean((out["rgb"][cm].clamp(0, 1) - rays.rgb[idx][cm]) ** 2))
                 metrics = {"step": step, "loss": float(loss.detach()), "color": float(l_col.detach()),
-                           "distance": float(l_dist.detach()), "distortion": float(l_dst.detach()), "opacity": float(l_opa.detach()),
-                           "normal": float(l_nrm.detach()), "psnr": psnr_from_mse(mse), "lr": lr,
-                           "samples_per_ray": out["n_density"] / batch, "color_samples_per_ray": out["n_color"] / batch,
+                           "distance": float(l_dist.detach()), "distortion": float(l_dst.detach()),
+                           "opacity": float(l_opa.detach()), "normal": float(l_nrm.detach()),
+                           "psnr": psnr_from_mse(mse), "lr": lr, "samples_per_ray": out["n_density"] / batch,
+                           "color_samples_per_ray": out["n_color"] / batch,
                            "occupied": field.occupancy.occupied_fraction(), "elapsed_s": wall()}
                 bar.update(1)
                 if step % int(logc["log_every"]) == 0 or step == total:

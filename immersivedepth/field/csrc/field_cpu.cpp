@@ -18,8 +18,9 @@
 //    transparent huge pages: already zero, and faulted in 2 MB pieces instead of 4 KB.
 //
 // Parallelism uses at::parallel_for (torch's own OpenMP runtime and thread count).
-// Every reduction happens in a fixed order for a given thread count, so results are
-// deterministic run to run (no atomics).
+// No atomics: every table-gradient entry is accumulated by one thread in point order
+// (bitwise identical for any thread count); input and MLP weight gradients are reduced
+// over per-thread partial sums in a fixed order (deterministic for a given thread count).
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -206,39 +207,36 @@ inline bool load_block(const float* x, int64_t i0, int nb, float (*xs)[kBlock], 
   return ok;
 }
 
-template <int D>
-bool all_finite(const float* x, int64_t N) {
-  std::atomic<bool> ok{true};
-  at::parallel_for(0, N * D, 1 << 15, [&](int64_t b, int64_t e) {
-    bool local = true;
-    for (int64_t k = b; k < e; ++k) local &= std::isfinite(x[k]);
-    if (!local) ok.store(false, std::memory_order_relaxed);
-  });
-  return ok.load();
-}
-
-// Level-major forward (as tcnn does on the GPU): all points pass through one level before the next, so the
-// level's part of the table (a few MB) stays in the last-level cache while it is gathered many times.
-// Results go to a level-major (L, N, F) buffer that is transposed to (N, L*F) at the end.
+// Level-major forward (as tcnn does on the GPU): each thread takes a contiguous range of points and sends all
+// of them through one level before the next, so the level's part of the table (a few MB) stays in the
+// last-level cache while it is gathered many times (the threads move through the levels roughly together).
+// Results go to a level-major (L, N, F) buffer that each thread transposes to (N, L*F) for its own points;
+// the whole forward is a single parallel region (cheap under oversubscription, no barriers between levels).
 template <int D, int F>
 void encode_forward(const float* x, const float* table, float* out, int64_t N, const std::vector<LevelInfo>& levels,
                     bool* bad) {
   const int L = static_cast<int>(levels.size());
   constexpr int NC = 1 << D;
-  *bad = !all_finite<D>(x, N);
-  if (*bad) return;
   at::Tensor lm_t = alloc_zeros({static_cast<int64_t>(L), N, F}, at::TensorOptions().dtype(at::kFloat));
   float* lm = lm_t.data_ptr<float>();
   const int64_t nblocks = (N + kBlock - 1) / kBlock;
-  for (int l = 0; l < L; ++l) {
-    const LevelInfo& lv = levels[l];
-    const float* tl = table + static_cast<int64_t>(lv.offset) * F;
-    float* ol = lm + static_cast<int64_t>(l) * N * F;
-    at::parallel_for(0, nblocks, 16, [&](int64_t bb, int64_t be) {
-      alignas(64) float xs[D][kBlock];
-      alignas(64) uint32_t idx[2][NC][kBlock];
-      alignas(64) float w[2][NC][kBlock];
-      alignas(64) float frac[D][kBlock];
+  std::atomic<bool> any_bad{false};
+  at::parallel_for(0, nblocks, 16, [&](int64_t bb, int64_t be) {
+    const int64_t p0 = bb * kBlock, p1 = std::min(N, be * kBlock);
+    for (int64_t k = p0 * D; k < p1 * D; ++k) {
+      if (!std::isfinite(x[k])) {
+        any_bad.store(true, std::memory_order_relaxed);
+        return;
+      }
+    }
+    alignas(64) float xs[D][kBlock];
+    alignas(64) uint32_t idx[2][NC][kBlock];
+    alignas(64) float w[2][NC][kBlock];
+    alignas(64) float frac[D][kBlock];
+    for (int l = 0; l < L; ++l) {
+      const LevelInfo& lv = levels[l];
+      const float* tl = table + static_cast<int64_t>(lv.offset) * F;
+      float* ol = lm + static_cast<int64_t>(l) * N * F;
       // Software pipeline: resolve and prefetch block b + 1 while gathering block b.
       auto prepare = [&](int64_t blk, int buf) {
         const int64_t i0 = blk * kBlock;
@@ -267,13 +265,12 @@ void encode_forward(const float* x, const float* table, float* out, int64_t N, c
         }
         cur = 1 - cur;
       }
-    });
-  }
-  at::parallel_for(0, N, 2048, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i)
+    }
+    for (int64_t i = p0; i < p1; ++i)
       for (int l = 0; l < L; ++l)
         for (int f = 0; f < F; ++f) out[(i * L + l) * F + f] = lm[(static_cast<int64_t>(l) * N + i) * F + f];
   });
+  *bad = any_bad.load();
 }
 
 // Backward: each task owns a fixed set of levels (interleaved so coarse and fine levels
@@ -285,15 +282,16 @@ void encode_backward(const float* x, const float* table, const float* gout, floa
   constexpr int NC = 1 << D;
   const int64_t ntasks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), L));
   std::vector<std::vector<float>> gx_local(gx ? ntasks : 0);
-  // Level-major copy of the incoming gradient: each level pass then reads it contiguously.
+  // Level-major copy of the incoming gradient (each task fills the rows of its own levels), so every level
+  // pass reads it contiguously.
   at::Tensor glm_t = alloc_zeros({static_cast<int64_t>(L), N, F}, at::TensorOptions().dtype(at::kFloat));
   float* glm = glm_t.data_ptr<float>();
-  at::parallel_for(0, N, 2048, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i)
-      for (int l = 0; l < L; ++l)
-        for (int f = 0; f < F; ++f) glm[(static_cast<int64_t>(l) * N + i) * F + f] = gout[(i * L + l) * F + f];
-  });
   at::parallel_for(0, ntasks, 1, [&](int64_t tb, int64_t te) {
+    for (int64_t task = tb; task < te; ++task) {
+      for (int64_t i = 0; i < N; ++i)
+        for (int l = static_cast<int>(task); l < L; l += static_cast<int>(ntasks))
+          for (int f = 0; f < F; ++f) glm[(static_cast<int64_t>(l) * N + i) * F + f] = gout[(i * L + l) * F + f];
+    }
     alignas(64) float xs[2][D][kBlock];
     alignas(64) bool inside[2][D][kBlock];
     alignas(64) uint32_t idx[2][NC][kBlock];
