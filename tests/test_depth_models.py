@@ -33,6 +33,9 @@ from immersivedepth.depth.models.synthetic import deterministic_state_dict, stat
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures" / "parity"
 KEYS_DIR = REPO.parent / "shared" / "reference" / "checkpoints"
+# "dav2_vitl_s140" is the real ViT-L (24 blocks, width 1024, taps 4/11/17/23, the official file layout) run
+# through the official ``infer_image(raw, input_size=140)``: every vitl-specific code path at a size the default
+# suite can afford; the same model at the default 518 is "dav2_vitl" (slow).
 FAST_CASES = ("dav2_vits", "dav2_vitl_s140", "midas_beit_b384", "midas_swin2_t256")
 TOL = 1e-4  # max |ours - reference| relative to the reference output's range
 

@@ -231,7 +231,9 @@ def test_disk_full_keeps_previous_checkpoint(tmp_path, scene_small, monkeypatch,
         if broken == "replace" and not str(args[1]).endswith(".pt"):
             return real_replace(*args, **kw)  # metrics.csv etc. still write
         calls["n"] += 1
-        if calls["n"] > 2:  # the step-3 checkpoint (step file + last.pt) succeeds, later ones hit a full disk
+        # the step-3 checkpoint succeeds (one torch.save: last.pt is a hard link of step_000003.pt; two renames),
+        # later ones hit a full disk
+        if calls["n"] > (1 if broken == "save" else 2):
             raise OSError(28, "No space left on device")
         return (real_save if broken == "save" else real_replace)(*args, **kw)
 
@@ -246,6 +248,7 @@ def test_disk_full_keeps_previous_checkpoint(tmp_path, scene_small, monkeypatch,
     monkeypatch.setattr(os, "replace", real_replace)
     field, info = load_trained_field(run)
     assert info["step"] == 3
+    assert not (run / "checkpoints" / "step_000006.pt").exists() or broken == "replace"
     assert not list((run / "checkpoints").glob(".tmp-*"))  # no temp files left behind
 
 
@@ -269,3 +272,19 @@ def test_end_to_end_training_learns(tmp_path, scene_small):
 
     ev = evaluate_view(field, rgb, dist)
     assert abs(ev["psnr"] - s1["psnr"]) < 1e-3
+
+
+def test_real_sigint_stops_at_step_boundary_and_saves(tmp_path, scene_small):
+    import signal
+
+    rgb, dist = scene_small
+
+    def sigint_at_2(step, metrics):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # the trainer's handler only sets a flag
+
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(TrainingInterrupted, match="interrupted at step 2/8"):
+        train_field(rgb, dist, tmp_path / "r", _cfg(log={"preview_every": 0}), progress=False, callbacks=[sigint_at_2])
+    assert signal.getsignal(signal.SIGINT) is before  # handler restored
+    assert int(_state(tmp_path / "r")["step"]) == 2

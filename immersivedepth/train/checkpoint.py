@@ -8,7 +8,10 @@ string), ``model`` (state dict, including the scene box and the occupancy grid),
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -16,8 +19,8 @@ import torch
 from immersivedepth import io
 from immersivedepth.train.config import build_field, diff_keys, model_signature, resolve_config
 
-__all__ = ["CheckpointError", "FORMAT", "TRAIN_COMMAND", "save_checkpoint", "load_checkpoint", "check_model_config",
-           "field_from_checkpoint", "load_trained_field", "checkpoint_dir"]
+__all__ = ["CheckpointError", "FORMAT", "TRAIN_COMMAND", "save_checkpoint", "link_checkpoint", "load_checkpoint",
+           "check_model_config", "field_from_checkpoint", "load_trained_field", "checkpoint_dir"]
 
 FORMAT = "immersivedepth.field/1"
 TRAIN_COMMAND = ("python perf_runner.py --config-name nerf dataset.image_path=<image> "
@@ -39,6 +42,20 @@ def save_checkpoint(path, payload: dict) -> Path:
     with io.atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return path
+
+
+def link_checkpoint(src, dst) -> Path:
+    """Make ``dst`` the same checkpoint as ``src`` atomically: a hard link (no copy, no extra disk space) renamed onto
+    ``dst``; falls back to a copy where the filesystem has no hard links. The previous ``dst`` survives failures."""
+    src, dst = Path(src), Path(dst)
+    with io.atomic_path(dst) as tmp:
+        try:
+            os.link(src, tmp)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+                raise
+            shutil.copyfile(src, tmp)
+    return dst
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:

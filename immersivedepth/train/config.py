@@ -28,9 +28,9 @@ FIELD_DEFAULTS: dict = {
     "loss": {"color": 1.0, "color_kind": "mse", "color_beta": 0.05, "distance": 1.0, "distance_beta": 0.01,
              "distance_relative": True, "distortion": 0.05, "opacity": 0.1, "normal": 0.0},
     "masks": copy.deepcopy(MASK_DEFAULTS),
-    "optim": {"steps": 2000, "batch_rays": 4096, "lr": 0.01, "warmup_steps": 100, "warmup_start_factor": 0.01,
+    "optim": {"steps": 1500, "batch_rays": 4096, "lr": 0.01, "warmup_steps": 100, "warmup_start_factor": 0.01,
               "final_lr_factor": 0.03, "betas": [0.9, 0.99], "eps": 1e-15, "fused": True},
-    "log": {"log_every": 25, "checkpoint_every": 500, "keep_checkpoints": 3, "preview_every": 1000,
+    "log": {"log_every": 25, "checkpoint_every": 500, "keep_checkpoints": 2, "preview_every": 500,
             "preview_width": 256, "eval_stride": 1, "eval_chunk": 16384, "tensorboard": True},
 }
 

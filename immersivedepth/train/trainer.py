@@ -41,6 +41,7 @@ from immersivedepth.train.checkpoint import (
     FORMAT,
     CheckpointError,
     check_model_config,
+    link_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
@@ -273,8 +274,9 @@ def train_field(rgb, distance, run_dir, cfg: Mapping | None = None, *, resume: b
         last = ck_dir / "last.pt"
         try:
             if periodic:
-                save_checkpoint(ck_dir / f"step_{cur_step:06d}.pt", data)
-            save_checkpoint(last, data)
+                link_checkpoint(save_checkpoint(ck_dir / f"step_{cur_step:06d}.pt", data), last)
+            else:
+                save_checkpoint(last, data)
         except OSError as exc:
             raise CheckpointError(f"could not write a checkpoint in {ck_dir} at step {cur_step} ({exc}); the previous "
                                   f"{last.name} is intact. Free disk space and resume with is_continue=true") from exc
@@ -380,7 +382,7 @@ def train_field(rgb, distance, run_dir, cfg: Mapping | None = None, *, resume: b
             tb.close()
     train_wall = wall()
     last = save(step, train_wall, metrics, periodic=True)
-    if int(logc["preview_every"]) > 0:
+    if int(logc["preview_every"]) > 0 and not (prev_dir / f"step_{step:06d}_rgb.png").is_file():
         _preview(field, prev_dir / f"step_{step:06d}", int(logc["preview_width"]), max_dist, int(logc["eval_chunk"]))
     field.eval()
     ev = evaluate_view(field, rgb.astype(np.float32), np.nan_to_num(distance, nan=0.0, posinf=0.0).astype(np.float32),
