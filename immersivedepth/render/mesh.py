@@ -334,12 +334,14 @@ def extract_isosurface(value_fn: Callable[[np.ndarray], np.ndarray], bmin, bmax,
     keys = np.concatenate(keys_all)
     verts = np.concatenate(verts_all)
     faces = np.concatenate(faces_all)
+    ends = np.concatenate(ends_all)
+    del keys_all, verts_all, faces_all, ends_all  # free the per-slab pieces before the merge
     ukeys, first, inv = np.unique(keys, return_index=True, return_inverse=True)
     verts = verts[first]
     faces = inv[faces]
     if refine_steps > 0:
-        verts = _refine_on_edges(ukeys, np.concatenate(ends_all)[first], evaluate, level, origin, h, shape,
-                                 refine_steps)
+        verts = _refine_on_edges(ukeys, ends[first], evaluate, level, origin, h, shape, refine_steps)
+    del ends
     info["refine_steps"] = int(refine_steps)
     # drop degenerate triangles (a vertex exactly on a lattice point shared by two edges)
     area2 = np.concatenate([np.linalg.norm(_face_cross(verts, faces[s:s + _FACE_BLOCK]), axis=1)
@@ -441,8 +443,9 @@ def remove_small_components(vertices: np.ndarray, faces: np.ndarray, min_fractio
     nv = len(vertices)
     if len(faces) == 0 or min_fraction <= 0:
         return vertices, faces, np.ones(nv, bool), 0
-    i = np.concatenate([faces[:, 0], faces[:, 1], faces[:, 2]])
-    j = np.concatenate([faces[:, 1], faces[:, 2], faces[:, 0]])
+    # two edges per triangle already connect its three vertices
+    i = np.concatenate([faces[:, 0], faces[:, 1]])
+    j = np.concatenate([faces[:, 1], faces[:, 2]])
     adj = coo_matrix((np.ones(len(i), np.int8), (i, j)), shape=(nv, nv))
     n, labels = connected_components(adj, directed=False)
     flab = labels[faces[:, 0]]
