@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -248,3 +249,25 @@ def test_render_dense_on_a_really_trained_field(tmp_path):
         ref = render_rays(field, o, d)
     np.testing.assert_allclose(np.load(run / "render" / "poses" / "p0_distance.npy"),
                                ref["distance"].numpy().reshape(16, 32), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("preset", ["default", "fast"])
+def test_shipped_render_configs_are_accepted(run_dir, preset, monkeypatch):
+    """Every key of configs/render/<preset>.yaml is understood by the stage (only sizes shrunk)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    import immersivedepth.render.frames as frames_mod
+
+    monkeypatch.setattr(frames_mod, "default_renderer", project_renderer)
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    with initialize_config_dir(config_dir=str(configs), version_base="1.3"):
+        cfg = compose(config_name="nerf", overrides=[f"render={preset}"]).render
+    cfg = OmegaConf.to_container(cfg, resolve=True)
+    for p in cfg["paths"]:
+        p.update(width=32, height=16 if p["type"] == "erp" else 32, n_frames=2)
+    cfg["export"]["field_mesh"].update(resolution=24, auto_n_rays=256, auto_n_samples=64)
+    cfg["export"]["depth_mesh"]["stride"] = 2
+    summary = run_render_dense(run_dir, cfg, progress=False)
+    assert set(summary["paths"]) == {p["name"] for p in cfg["paths"]}
+    assert (run_dir / "export" / "depth_mesh_textured.obj").is_file()

@@ -233,8 +233,10 @@ def run_render_dense(run_dir, cfg: Mapping, *, device="cpu", progress: bool = Tr
             n = np.load(npath)
             normals = n if n.shape == distance.shape + (3,) else None
         summary["exports"]["depth"] = export_depth_products(
-            export_dir, rgb, distance, normals, depth_mesh_options={k: v for k, v in dmcfg.items() if k != "enabled"},
-            formats=formats, mesh=bool(want_dm), points=bool(want_pts), points_stride=int(ptcfg.get("stride", 1)))
+            export_dir, rgb, distance, normals,
+            depth_mesh_options={k: v for k, v in dmcfg.items() if k not in ("enabled", "textured")},
+            formats=formats, mesh=bool(want_dm), points=bool(want_pts), points_stride=int(ptcfg.get("stride", 1)),
+            textured=bool(dmcfg.get("textured", True)))
     summary["seconds"] = time.perf_counter() - t0
     summary["field"] = {k: v for k, v in (field_info or {}).items() if isinstance(v, str | int | float | bool)}
     from immersivedepth.io import atomic_path
