@@ -51,7 +51,7 @@ def scene_name_for(image_path: Path, explicit: str | None = None) -> str:
     if explicit:
         return str(explicit)
     stem = image_path.stem
-    if stem.lower() in {"image", "rgb", "panorama", "pano", "input"} and image_path.parent.name:
+    if stem.lower() in {"image", "rgb", "input"} and image_path.parent.name:
         return image_path.parent.name
     return stem
 
@@ -134,6 +134,7 @@ def _setup_logging(run_dir: Path) -> logging.Handler:
     if not any(getattr(h, "_immersivedepth_console", False) for h in LOG.handlers):
         sh = logging.StreamHandler(sys.stderr)
         sh.setFormatter(logging.Formatter("[immersivedepth] %(message)s"))
+        sh.addFilter(lambda record: getattr(record, "console", True))
         sh._immersivedepth_console = True  # type: ignore[attr-defined]
         LOG.addHandler(sh)
     logging.captureWarnings(True)
@@ -386,7 +387,7 @@ def main(cfg: DictConfig) -> int:
     except (RunError, FileNotFoundError, ValueError, NotImplementedError) as exc:
         if debug:
             raise
-        LOG.error("%s", exc)
+        LOG.error("%s", exc, extra={"console": False})  # the console gets the message once, below
         print(f"error: {exc}\n(set IMMERSIVEDEPTH_DEBUG=1 for the traceback)", file=sys.stderr)
         return 2
     return 0

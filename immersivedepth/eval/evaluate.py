@@ -73,7 +73,8 @@ def _depth_section(pred: np.ndarray, ref: np.ndarray, max_distance: float) -> di
 def _load_poses(poses_file: Path):
     from immersivedepth.render.poses import load_poses_file
 
-    return load_poses_file(poses_file)
+    poses, _fps = load_poses_file(poses_file)
+    return poses
 
 
 def evaluate_run(
