@@ -95,6 +95,10 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile of the naive code")
     ap.add_argument("--skip-torch", action="store_true", help="skip our pure-PyTorch reference row")
+    ap.add_argument("--consecutive", action="store_true",
+                    help="time each row's repeats back to back (as in a training loop) instead of interleaving "
+                         "the rows repeat by repeat (which shares load spikes but lets one row's memory churn "
+                         "slow the next)")
     args = ap.parse_args(argv)
     if args.n < 1 or args.repeats < 1 or args.threads < 1:
         ap.error("--n, --repeats and --threads must be >= 1")
@@ -132,13 +136,18 @@ def main(argv=None) -> int:
             run(step, params)
         print(f"warm-up {name}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     times = {name: [] for name, _, _ in rows}
-    for _ in range(args.repeats):
-        for name, step, params in rows:  # interleaved: load spikes hit all rows alike
-            times[name].append(run(step, params))
+    if args.consecutive:
+        for name, step, params in rows:
+            times[name] = [run(step, params) for _ in range(args.repeats)]
+    else:
+        for _ in range(args.repeats):
+            for name, step, params in rows:  # interleaved: load spikes hit all rows alike
+                times[name].append(run(step, params))
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     print(
-        f"\nN={args.n}, threads={torch.get_num_threads()}, repeats={args.repeats} (median), torch {torch.__version__}, "
+        f"\nN={args.n}, threads={torch.get_num_threads()}, repeats={args.repeats} (median, "
+        f"{'consecutive' if args.consecutive else 'interleaved'}), torch {torch.__version__}, "
         f"load average {load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}\n"
     )
     base = statistics.median(times[rows[0][0]]) if naive is not None else None
