@@ -24,7 +24,6 @@ Prints a markdown table.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from immersivedepth import sphere  # noqa: E402
+from immersivedepth.eval.metrics import depth_metrics, psnr  # noqa: E402
 from immersivedepth.eval.synthetic import make_scene  # noqa: E402
 from immersivedepth.field.renderer import render_panorama  # noqa: E402
 from immersivedepth.train.trainer import train_field  # noqa: E402
@@ -45,15 +45,9 @@ POSES = {"x+0.20": (0.2, 0.0, 0.0), "z-0.20": (0.0, 0.0, -0.2), "x+0.50": (0.5, 
 VIS_TOL = 0.01
 
 
-def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
-    err = (np.clip(a, 0, 1) - np.clip(b, 0, 1)) ** 2
-    mse = float(err[mask].mean() if mask is not None else err.mean())
-    return float("inf") if mse == 0 else 10.0 * math.log10(1.0 / mse)
-
-
-def abs_rel(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> float:
-    m = mask & np.isfinite(gt) & (gt > 0)
-    return float((np.abs(pred - gt)[m] / gt[m]).mean())
+def psnr01(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    """PSNR of images clipped to [0, 1] (eval.metrics.psnr), on ``mask``."""
+    return psnr(np.clip(a, 0, 1), np.clip(b, 0, 1), mask)
 
 
 def references(scene, rgb0: np.ndarray, h: int, w: int, pos) -> dict:
@@ -102,10 +96,10 @@ def main(argv=None) -> int:
             out = render_panorama(field, h, w, position=p)
             row[f"{name}_render_s"] = time.perf_counter() - t
             m = ref["mask"]
-            row[f"{name}_psnr"] = psnr(out["rgb"], ref["rgb"], m)
-            row[f"{name}_absrel"] = abs_rel(out["distance"], ref["distance"], m)
-            row[f"{name}_identity"] = psnr(rgb0, ref["rgb"], m)
-            row[f"{name}_warp"] = psnr(ref["warp"], ref["rgb"], m)
+            row[f"{name}_psnr"] = psnr01(out["rgb"], ref["rgb"], m)
+            row[f"{name}_absrel"] = depth_metrics(out["distance"], ref["distance"], valid=m)["abs_rel"]
+            row[f"{name}_identity"] = psnr01(rgb0, ref["rgb"], m)
+            row[f"{name}_warp"] = psnr01(ref["warp"], ref["rgb"], m)
             row[f"{name}_visible"] = float(m.mean())
         rows.append(row)
         print(f"[{preset}] {row}", flush=True)

@@ -34,13 +34,6 @@ def resize_image(img: np.ndarray, height: int, width: int) -> np.ndarray:
     return cv2.resize(img, (width, height), interpolation=interp)
 
 
-def resize_distance(dist: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Nearest-neighbour resample of a distance map (no mixing across depth edges)."""
-    if dist.shape == (height, width):
-        return dist
-    return cv2.resize(dist, (width, height), interpolation=cv2.INTER_NEAREST)
-
-
 def visible_from_centre(
     position, distance_at_pose: np.ndarray, centre_distance: np.ndarray, rel_tol: float = 0.02, abs_tol: float = 0.01
 ) -> np.ndarray:
