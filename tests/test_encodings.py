@@ -412,3 +412,68 @@ def test_make_mlp_structure_and_errors():
         make_mlp(4, 4, backend="gpu")
     with pytest.raises(ValueError, match=r"x must have shape \(N, 32\), got \(10, 31\)"):
         mlp(torch.randn(10, 31))
+
+
+def test_fused_mlp_saved_hidden_equals_recompute(cpu_ext):
+    """The training forward saves the hidden activations (pooled buffer above 2 MB) and the backward reads them;
+    the result must be bitwise the recomputing backward's, and a buffer of the wrong size is refused."""
+    torch.manual_seed(1)
+    mlp = FusedMLP(32, 4, 64, 2, backend="cpu", chunk_rows=32)
+    w = [layer.weight.detach() for layer in mlp.layers]
+    b = [layer.bias.detach() for layer in mlp.layers]
+    x = torch.randn(20001, 32)  # hidden = 20001 x 128 floats ~ 10 MB: the pooled path
+    y, hidden = cpu_ext.mlp_forward(x, w, b, 1, 0, 32, True)
+    y2, none = cpu_ext.mlp_forward(x, w, b, 1, 0, 32, False)
+    assert torch.equal(y, y2) and none.numel() == 0 and hidden.numel() == 626 * 32 * 128
+    g = torch.randn_like(y)
+    saved = cpu_ext.mlp_backward(x, w, b, g, 1, 0, 32, True, hidden)
+    recomputed = cpu_ext.mlp_backward(x, w, b, g, 1, 0, 32, True, torch.empty(0))
+    for a, r in zip(saved, recomputed):
+        assert torch.equal(a, r)
+    with pytest.raises(RuntimeError, match="saved hidden activations do not match"):
+        cpu_ext.mlp_backward(x[:-1], w, b, g[:-1], 1, 0, 16, True, hidden)
+
+
+def test_fused_mlp_saves_hidden_only_when_a_backward_follows(cpu_ext, monkeypatch):
+    calls = []
+
+    class Spy:
+        def mlp_forward(self, *args):
+            calls.append(args[-1])
+            return cpu_ext.mlp_forward(*args)
+
+        def mlp_backward(self, *args):
+            return cpu_ext.mlp_backward(*args)
+
+    spy = Spy()
+    monkeypatch.setattr(FusedMLP, "_ext", staticmethod(lambda: spy))
+    mlp = FusedMLP(8, 2, 16, 1, backend="auto")
+    x = torch.randn(50, 8)
+    with torch.no_grad():
+        mlp(x)
+    mlp(x).sum().backward()  # parameters require grad
+    for p in mlp.parameters():
+        p.requires_grad_(False)
+    mlp(x)
+    assert calls == [False, True, False]
+    assert mlp.layers[0].weight.grad is not None
+
+
+def test_cpu_buffer_pool_reuses_and_rezeroes_gradients(cpu_ext):
+    """Large kernel buffers come back from a pool: the second backward reuses the first one's (dirty) table
+    gradient buffer, which must be zeroed again, so both gradients equal the torch reference."""
+    enc = _enc("cpu", n_levels=16, log2_hashmap_size=16, base_resolution=16, per_level_scale=1.5)  # 8 MB table
+    x = torch.rand(20000, 3)
+    cpu_ext.buffer_pool_release()
+    hits0, misses0, _, _ = cpu_ext.buffer_pool_stats()
+    for seed in (0, 1):
+        g = torch.randn(20000, enc.n_output_dims, generator=torch.Generator().manual_seed(seed))
+        (gp,) = torch.autograd.grad(enc(x), [enc.params], g)
+        (ref,) = torch.autograd.grad(hash_encode_torch(x, enc.params, enc.layout), [enc.params], g)
+        torch.testing.assert_close(gp, ref, rtol=1e-5, atol=1e-5)
+        del gp
+    hits, misses, free, free_bytes = cpu_ext.buffer_pool_stats()
+    assert misses > misses0 and hits > hits0  # the second step reused the first step's buffers
+    assert free >= 1 and free_bytes >= 8 << 20
+    cpu_ext.buffer_pool_release()
+    assert cpu_ext.buffer_pool_stats()[2:] == [0, 0]

@@ -5,9 +5,10 @@
 
 CPU backends of :class:`FusedMLP` (same ``nn.Linear`` parameters, so they are interchangeable):
   * ``"cpu"``: a fused C++ op (``csrc/field_cpu.cpp``) that walks the batch in row chunks small enough to stay
-    in L1/L2, keeps no (N, width) intermediates, and recomputes the hidden activations in the backward pass.
-    At N ~ 1e5 and width 64 the plain PyTorch version spends most of its time allocating, page-faulting and
-    streaming 32 MB activation tensors, not multiplying; the fused op removes that traffic.
+    in L1/L2 and writes no per-layer (N, width) tensors. When gradients are needed, the forward stores the hidden
+    activations once, chunk-major, in a pooled (already faulted-in) buffer, and the backward reads them instead of
+    recomputing them. At N ~ 1e5 and width 64 the plain PyTorch version spends most of its time allocating,
+    page-faulting and streaming activation tensors between separate kernels, not multiplying.
   * ``"torch"``: plain ``nn.Linear`` + activation modules (reference; any dtype/device; double backward).
 ``"auto"`` uses the C++ op for float32 CPU inputs when it builds, torch otherwise.
 
@@ -46,27 +47,27 @@ def _apply_act(x: torch.Tensor, code: int) -> torch.Tensor:
 
 class _FusedMLPFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, ext, act, out_act, chunk, n_layers, has_bias, *params):
+    def forward(ctx, x, ext, act, out_act, chunk, n_layers, has_bias, save_hidden, *params):
         weights = list(params[:n_layers])
         biases = list(params[n_layers:]) if has_bias else []
-        y = ext.mlp_forward(x, weights, biases, act, out_act, chunk)
-        ctx.save_for_backward(x, *params)
+        y, hidden = ext.mlp_forward(x, weights, biases, act, out_act, chunk, save_hidden)
+        ctx.save_for_backward(x, hidden, *params)
         ctx.cfg = (ext, act, out_act, chunk, n_layers, has_bias)
         return y
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_y):
-        x, *params = ctx.saved_tensors
+        x, hidden, *params = ctx.saved_tensors
         ext, act, out_act, chunk, n_layers, has_bias = ctx.cfg
         weights = params[:n_layers]
         biases = params[n_layers:] if has_bias else []
         need_gx = bool(ctx.needs_input_grad[0])
-        res = ext.mlp_backward(x, list(weights), list(biases), grad_y, act, out_act, chunk, need_gx)
+        res = ext.mlp_backward(x, list(weights), list(biases), grad_y, act, out_act, chunk, need_gx, hidden)
         gx = res[0] if need_gx else None
         gw = res[1 : 1 + n_layers]
         gb = res[1 + n_layers :] if has_bias else []
-        return (gx, None, None, None, None, None, None, *gw, *gb)
+        return (gx, None, None, None, None, None, None, None, *gw, *gb)
 
 
 class FusedMLP(nn.Module):
@@ -148,6 +149,9 @@ class FusedMLP(nn.Module):
         if self.resolve_backend(x) == "cpu":
             weights = [layer.weight for layer in self.layers]
             biases = [layer.bias for layer in self.layers] if self.has_bias else []
+            # the backward reads saved hidden activations instead of recomputing them; only worth their memory
+            # when a backward will follow
+            save_hidden = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in weights))
             return _FusedMLPFunction.apply(
                 x.contiguous(),
                 self._ext(),
@@ -156,6 +160,7 @@ class FusedMLP(nn.Module):
                 self.chunk_rows,
                 len(weights),
                 self.has_bias,
+                save_hidden,
                 *weights,
                 *biases,
             )

@@ -6,8 +6,9 @@
 //    once in Python and passed in, so every backend uses identical numbers).
 //    Table layout = tcnn's flat parameter vector: entry (offset[l] + index) * F + f.
 //  * mlp_forward / mlp_backward: a small fully connected network evaluated in
-//    row chunks that stay in L1/L2; the backward pass recomputes the hidden
-//    activations chunk by chunk instead of storing (N, width) tensors.
+//    row chunks that stay in L1/L2. A training forward saves the hidden activations
+//    (chunk-major) so the backward does not recompute them; without them (inference
+//    forward, or old callers) the backward recomputes them chunk by chunk.
 //
 // Speed notes (CPU, random access into a table far larger than the caches):
 //  * points are processed in small blocks; for each level the corner indices and
@@ -30,6 +31,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <mutex>
 #include <vector>
 
 #if defined(__linux__)
@@ -45,31 +47,107 @@ namespace {
 
 constexpr int64_t kHugeThresholdBytes = int64_t(2) << 20;
 constexpr size_t kHugePage = size_t(2) << 20;
+constexpr size_t kPoolMaxRegions = 12;               // free regions kept for reuse
+constexpr size_t kPoolMaxBytes = size_t(768) << 20;  // ... holding at most this many bytes
 
-// A float32 tensor of `numel` zeros. Large ones come from a fresh anonymous mapping
-// (zero-filled by the kernel) advised for transparent huge pages.
-at::Tensor alloc_zeros(at::IntArrayRef sizes, const at::TensorOptions& opts) {
+// Large buffers come from anonymous mappings advised for transparent huge pages. When a tensor that owns one
+// dies, the mapping goes back to a small process-wide pool instead of the kernel, so the next step's buffer of
+// the same size is already faulted in (page-faulting 64 MB of fresh zero pages costs more than the kernels that
+// fill it, and the training loop allocates the same sizes every step). Reused regions hold stale data: callers
+// that need zeros say so and get a parallel memset.
+struct Region {
+  void* raw = nullptr;      // mmap result
+  size_t len = 0;           // mmap length
+  void* data = nullptr;     // 2 MB aligned start
+  size_t capacity = 0;      // usable bytes from `data`
+};
+
+struct RegionPool {
+  std::mutex mu;
+  std::vector<Region> free;  // oldest first
+  size_t free_bytes = 0;
+  int64_t hits = 0, misses = 0;
+};
+
+RegionPool& pool() {
+  static RegionPool* p = new RegionPool();  // never destroyed: deleters may run during interpreter shutdown
+  return *p;
+}
+
+void release_region(const Region& r) {
+#ifdef IMMERSIVEDEPTH_HAVE_MMAP
+  RegionPool& p = pool();
+  std::vector<Region> drop;
+  {
+    std::lock_guard<std::mutex> lock(p.mu);
+    p.free.push_back(r);
+    p.free_bytes += r.len;
+    while (!p.free.empty() && (p.free.size() > kPoolMaxRegions || p.free_bytes > kPoolMaxBytes)) {
+      drop.push_back(p.free.front());
+      p.free_bytes -= p.free.front().len;
+      p.free.erase(p.free.begin());
+    }
+  }
+  for (const Region& d : drop) munmap(d.raw, d.len);
+#else
+  (void)r;
+#endif
+}
+
+void parallel_zero(float* data, int64_t numel) {
+  at::parallel_for(0, numel, int64_t(1) << 19, [&](int64_t b, int64_t e) {
+    std::memset(data + b, 0, static_cast<size_t>(e - b) * sizeof(float));
+  });
+}
+
+// A float32 CPU tensor of the given sizes; all zeros if `zero`, otherwise unspecified contents (the caller
+// writes every element).
+at::Tensor alloc_buffer(at::IntArrayRef sizes, bool zero) {
   int64_t numel = 1;
   for (auto s : sizes) numel *= s;
+  const auto opts = at::TensorOptions().dtype(at::kFloat).device(at::kCPU);
   const int64_t bytes = numel * static_cast<int64_t>(sizeof(float));
 #ifdef IMMERSIVEDEPTH_HAVE_MMAP
   if (bytes >= kHugeThresholdBytes) {
     const size_t rounded = (static_cast<size_t>(bytes) + kHugePage - 1) / kHugePage * kHugePage;
-    const size_t len = rounded + kHugePage;
-    void* raw = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (raw != MAP_FAILED) {
-      const uintptr_t aligned = (reinterpret_cast<uintptr_t>(raw) + kHugePage - 1) / kHugePage * kHugePage;
+    Region r;
+    bool reused = false;
+    {
+      RegionPool& p = pool();
+      std::lock_guard<std::mutex> lock(p.mu);
+      for (size_t i = p.free.size(); i-- > 0;) {  // newest first: most likely still in the caches
+        if (p.free[i].capacity == rounded) {
+          r = p.free[i];
+          p.free_bytes -= r.len;
+          p.free.erase(p.free.begin() + static_cast<std::ptrdiff_t>(i));
+          reused = true;
+          break;
+        }
+      }
+      if (reused) ++p.hits; else ++p.misses;
+    }
+    if (!reused) {
+      const size_t len = rounded + kHugePage;
+      void* raw = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (raw != MAP_FAILED) {
+        const uintptr_t aligned = (reinterpret_cast<uintptr_t>(raw) + kHugePage - 1) / kHugePage * kHugePage;
 #ifdef MADV_HUGEPAGE
-      madvise(reinterpret_cast<void*>(aligned), rounded, MADV_HUGEPAGE);
+        madvise(reinterpret_cast<void*>(aligned), rounded, MADV_HUGEPAGE);
 #endif
-      return torch::from_blob(
-          reinterpret_cast<void*>(aligned), sizes, [raw, len](void*) { munmap(raw, len); },
-          opts.dtype(at::kFloat).device(at::kCPU));
+        r = Region{raw, len, reinterpret_cast<void*>(aligned), rounded};
+      }
+    }
+    if (r.raw != nullptr) {
+      if (reused && zero) parallel_zero(static_cast<float*>(r.data), numel);  // fresh mappings are zero already
+      return torch::from_blob(r.data, sizes, [r](void*) { release_region(r); }, opts);
     }
   }
 #endif
-  return at::zeros(sizes, opts.dtype(at::kFloat));
+  return zero ? at::zeros(sizes, opts) : at::empty(sizes, opts);
 }
+
+at::Tensor alloc_zeros(at::IntArrayRef sizes) { return alloc_buffer(sizes, true); }
+at::Tensor alloc_uninit(at::IntArrayRef sizes) { return alloc_buffer(sizes, false); }
 
 // ---------------------------------------------------------------------------
 // Hash grid
@@ -217,7 +295,7 @@ void encode_forward(const float* x, const float* table, float* out, int64_t N, c
                     bool* bad) {
   const int L = static_cast<int>(levels.size());
   constexpr int NC = 1 << D;
-  at::Tensor lm_t = alloc_zeros({static_cast<int64_t>(L), N, F}, at::TensorOptions().dtype(at::kFloat));
+  at::Tensor lm_t = alloc_uninit({static_cast<int64_t>(L), N, F});  // every element written below
   float* lm = lm_t.data_ptr<float>();
   const int64_t nblocks = (N + kBlock - 1) / kBlock;
   std::atomic<bool> any_bad{false};
@@ -284,7 +362,7 @@ void encode_backward(const float* x, const float* table, const float* gout, floa
   std::vector<std::vector<float>> gx_local(gx ? ntasks : 0);
   // Level-major copy of the incoming gradient (each task fills the rows of its own levels), so every level
   // pass reads it contiguously.
-  at::Tensor glm_t = alloc_zeros({static_cast<int64_t>(L), N, F}, at::TensorOptions().dtype(at::kFloat));
+  at::Tensor glm_t = alloc_uninit({static_cast<int64_t>(L), N, F});  // every element written below
   float* glm = glm_t.data_ptr<float>();
   at::parallel_for(0, ntasks, 1, [&](int64_t tb, int64_t te) {
     for (int64_t task = tb; task < te; ++task) {
@@ -416,7 +494,7 @@ at::Tensor hashgrid_forward(const at::Tensor& x_in, const at::Tensor& table_in, 
   auto table = table_in.contiguous();
   const int64_t N = x.size(0);
   const int64_t L = static_cast<int64_t>(levels.size());
-  auto out = alloc_zeros({N, L * F}, x.options());
+  auto out = alloc_uninit({N, L * F});  // every element written
   bool bad = false;
   if (x.size(1) == 3) {
     dispatch_forward<3>(static_cast<int>(F), x.data_ptr<float>(), table.data_ptr<float>(), out.data_ptr<float>(), N,
@@ -442,7 +520,7 @@ std::vector<at::Tensor> hashgrid_backward(const at::Tensor& x_in, const at::Tens
   const int64_t N = x.size(0);
   TORCH_CHECK(gout.dim() == 2 && gout.size(0) == N && gout.size(1) == static_cast<int64_t>(levels.size()) * F,
               "hashgrid cpu op: grad_out has the wrong shape");
-  auto gtable = alloc_zeros({table.numel()}, table.options());
+  auto gtable = alloc_zeros({table.numel()});
   at::Tensor gx;
   float* gxp = nullptr;
   if (need_grad_x) {
@@ -670,44 +748,64 @@ PaddedNet pad_net(const std::vector<at::Tensor>& weights, const std::vector<at::
 }
 
 struct Workspace {
-  std::vector<std::vector<float>> acts;  // acts[0] = padded input chunk, acts[l+1] = output of layer l
+  std::vector<std::vector<float>> own;  // storage of the activations not kept in a saved-hidden buffer
+  std::vector<float*> acts;             // acts[0] = padded input chunk, acts[l+1] = output of layer l
   std::vector<float> g0, g1;
 };
 
 void make_workspace(const PaddedNet& net, int R, Workspace* ws) {
+  ws->own.resize(net.n_layers + 1);
   ws->acts.resize(net.n_layers + 1);
-  ws->acts[0].assign(static_cast<size_t>(R) * net.in_pad[0], 0.f);
+  ws->own[0].assign(static_cast<size_t>(R) * net.in_pad[0], 0.f);
   int maxw = net.in_pad[0];
   for (int l = 0; l < net.n_layers; ++l) {
-    ws->acts[l + 1].assign(static_cast<size_t>(R) * net.out_pad[l], 0.f);
+    ws->own[l + 1].assign(static_cast<size_t>(R) * net.out_pad[l], 0.f);
     maxw = std::max(maxw, net.out_pad[l]);
   }
+  for (int l = 0; l <= net.n_layers; ++l) ws->acts[l] = ws->own[l].data();
   ws->g0.assign(static_cast<size_t>(R) * maxw, 0.f);
   ws->g1.assign(static_cast<size_t>(R) * maxw, 0.f);
 }
 
-// Forward of rows [r0, r0 + R) into ws->acts.
-void forward_chunk(const PaddedNet& net, const float* x, int64_t r0, int R, int64_t act, int64_t out_act,
-                   Workspace* ws) {
-  const int n_in = net.in_dim[0], ip = net.in_pad[0];
-  float* a0 = ws->acts[0].data();
-  for (int r = 0; r < R; ++r) {
-    std::memcpy(a0 + static_cast<int64_t>(r) * ip, x + (r0 + r) * n_in, sizeof(float) * n_in);
+// Saved hidden activations (training forward -> backward, so the backward need not recompute them): chunk-major,
+// chunk c holds the outputs of hidden layers 0..n_layers-2, each an (R, out_pad) block.
+int64_t hidden_per_row(const PaddedNet& net) {
+  int64_t h = 0;
+  for (int l = 0; l + 1 < net.n_layers; ++l) h += net.out_pad[l];
+  return h;
+}
+
+// Points ws->acts[1 .. n_layers-1] at chunk c's blocks of the saved-hidden buffer.
+void use_hidden(const PaddedNet& net, float* hidden, int64_t c, int R, Workspace* ws) {
+  float* base = hidden + c * static_cast<int64_t>(R) * hidden_per_row(net);
+  for (int l = 0; l + 1 < net.n_layers; ++l) {
+    ws->acts[l + 1] = base;
+    base += static_cast<int64_t>(R) * net.out_pad[l];
   }
-  for (int l = 0; l < net.n_layers; ++l) {
-    const float* in = ws->acts[l].data();
-    float* out = ws->acts[l + 1].data();
-    pick_rows(net.out_pad[l])(in, R, net.in_pad[l], net.in_pad[l], net.WT[l].data(), net.bias[l].data(), out,
-                              net.out_pad[l]);
-    apply_act(out, R, net.out_pad[l], l + 1 == net.n_layers ? out_act : act);
+}
+
+void load_input_chunk(const PaddedNet& net, const float* x, int64_t r0, int R, Workspace* ws) {
+  const int n_in = net.in_dim[0], ip = net.in_pad[0];
+  float* a0 = ws->acts[0];
+  for (int r = 0; r < R; ++r) std::memcpy(a0 + static_cast<int64_t>(r) * ip, x + (r0 + r) * n_in, sizeof(float) * n_in);
+}
+
+// Layers [l0, n_layers) of rows [r0, r0 + R), input ws->acts[l0] already filled.
+void forward_layers(const PaddedNet& net, int l0, int R, int64_t act, int64_t out_act, Workspace* ws) {
+  for (int l = l0; l < net.n_layers; ++l) {
+    pick_rows(net.out_pad[l])(ws->acts[l], R, net.in_pad[l], net.in_pad[l], net.WT[l].data(), net.bias[l].data(),
+                              ws->acts[l + 1], net.out_pad[l]);
+    apply_act(ws->acts[l + 1], R, net.out_pad[l], l + 1 == net.n_layers ? out_act : act);
   }
 }
 
 }  // namespace
 
-// x (N, n_in) float32 -> (N, n_out).
-at::Tensor mlp_forward(const at::Tensor& x_in, const std::vector<at::Tensor>& weights,
-                       const std::vector<at::Tensor>& biases, int64_t act, int64_t out_act, int64_t chunk) {
+// x (N, n_in) float32 -> [y (N, n_out), hidden]. With save_hidden the hidden activations are returned for
+// mlp_backward (which then skips recomputing them); otherwise `hidden` is an empty tensor.
+std::vector<at::Tensor> mlp_forward(const at::Tensor& x_in, const std::vector<at::Tensor>& weights,
+                                    const std::vector<at::Tensor>& biases, int64_t act, int64_t out_act, int64_t chunk,
+                                    bool save_hidden) {
   TORCH_CHECK(x_in.device().is_cpu() && x_in.scalar_type() == at::kFloat && x_in.dim() == 2,
               "fused mlp: x must be a float32 (N, n_in) CPU tensor");
   auto x = x_in.contiguous();
@@ -717,6 +815,12 @@ at::Tensor mlp_forward(const at::Tensor& x_in, const std::vector<at::Tensor>& we
   auto y = at::empty({N, n_out}, x.options());
   const int R = static_cast<int>(std::max<int64_t>(1, chunk));
   const int64_t n_chunks = (N + R - 1) / R;
+  at::Tensor hidden = at::empty({0}, x.options());
+  float* hp = nullptr;
+  if (save_hidden && hidden_per_row(net) > 0) {
+    hidden = alloc_uninit({n_chunks * R * hidden_per_row(net)});  // rows past N in the last chunk are never read
+    hp = hidden.data_ptr<float>();
+  }
   const float* xp = x.data_ptr<float>();
   float* yp = y.data_ptr<float>();
   at::parallel_for(0, n_chunks, 1, [&](int64_t cb, int64_t ce) {
@@ -725,19 +829,22 @@ at::Tensor mlp_forward(const at::Tensor& x_in, const std::vector<at::Tensor>& we
     for (int64_t c = cb; c < ce; ++c) {
       const int64_t r0 = c * R;
       const int rows = static_cast<int>(std::min<int64_t>(R, N - r0));
-      forward_chunk(net, xp, r0, rows, act, out_act, &ws);
-      const float* last = ws.acts[net.n_layers].data();
+      if (hp) use_hidden(net, hp, c, R, &ws);
+      load_input_chunk(net, xp, r0, rows, &ws);
+      forward_layers(net, 0, rows, act, out_act, &ws);
+      const float* last = ws.acts[net.n_layers];
       const int op = net.out_pad.back();
       for (int r = 0; r < rows; ++r) std::memcpy(yp + (r0 + r) * n_out, last + r * op, sizeof(float) * n_out);
     }
   });
-  return y;
+  return {y, hidden};
 }
 
-// Returns [grad_x (or undefined), grad_W_0..grad_W_{L-1}, grad_b_0..grad_b_{L-1}].
+// Returns [grad_x (or undefined), grad_W_0..grad_W_{L-1}, grad_b_0..grad_b_{L-1}]. `hidden`: the buffer
+// mlp_forward(save_hidden=true) returned for the same x / weights / chunk, or an empty tensor (recompute).
 std::vector<at::Tensor> mlp_backward(const at::Tensor& x_in, const std::vector<at::Tensor>& weights,
                                      const std::vector<at::Tensor>& biases, const at::Tensor& grad_y_in, int64_t act,
-                                     int64_t out_act, int64_t chunk, bool need_grad_x) {
+                                     int64_t out_act, int64_t chunk, bool need_grad_x, const at::Tensor& hidden) {
   auto x = x_in.contiguous();
   auto gy = grad_y_in.contiguous().to(at::kFloat);
   const PaddedNet net = pad_net(weights, biases, x.size(1));
@@ -747,13 +854,20 @@ std::vector<at::Tensor> mlp_backward(const at::Tensor& x_in, const std::vector<a
               "fused mlp: grad_y has the wrong shape");
   const int R = static_cast<int>(std::max<int64_t>(1, chunk));
   const int64_t n_chunks = (N + R - 1) / R;
+  float* hp = nullptr;
+  if (hidden.numel() > 0) {
+    TORCH_CHECK(hidden.numel() == n_chunks * R * hidden_per_row(net) && hidden.is_contiguous() &&
+                    hidden.scalar_type() == at::kFloat,
+                "fused mlp: saved hidden activations do not match this input / network / chunk size");
+    hp = hidden.data_ptr<float>();
+  }
   const int64_t nt = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n_chunks));
   // Per-task accumulators: dWT[l] (in_pad, out_pad) and db[l] (out_pad).
   std::vector<std::vector<std::vector<float>>> dWT(nt), dB(nt);
   at::Tensor gx;
   float* gxp = nullptr;
   if (need_grad_x) {
-    gx = alloc_zeros({x.size(0), x.size(1)}, x.options());
+    gx = alloc_uninit({x.size(0), x.size(1)});  // every row written
     gxp = gx.data_ptr<float>();
   }
   const float* xp = x.data_ptr<float>();
@@ -776,7 +890,13 @@ std::vector<at::Tensor> mlp_backward(const at::Tensor& x_in, const std::vector<a
       for (int64_t c = c0; c < c1; ++c) {
         const int64_t r0 = c * R;
         const int rows = static_cast<int>(std::min<int64_t>(R, N - r0));
-        forward_chunk(net, xp, r0, rows, act, out_act, &ws);
+        load_input_chunk(net, xp, r0, rows, &ws);
+        if (hp) {  // hidden activations saved by the forward: only the (narrow) output layer is recomputed
+          use_hidden(net, hp, c, R, &ws);
+          forward_layers(net, nl - 1, rows, act, out_act, &ws);
+        } else {
+          forward_layers(net, 0, rows, act, out_act, &ws);
+        }
         // g = dL/d(output of the last layer), padded.
         float* g = ws.g0.data();
         float* gnext = ws.g1.data();
@@ -787,14 +907,14 @@ std::vector<at::Tensor> mlp_backward(const at::Tensor& x_in, const std::vector<a
         }
         for (int l = nl - 1; l >= 0; --l) {
           const int op = net.out_pad[l], ip = net.in_pad[l];
-          mul_act_grad(g, ws.acts[l + 1].data(), rows, op, l + 1 == nl ? out_act : act);
+          mul_act_grad(g, ws.acts[l + 1], rows, op, l + 1 == nl ? out_act : act);
           // bias and weight gradients
           float* dbl = db[l].data();
           for (int r = 0; r < rows; ++r) {
             const float* gr = g + static_cast<int64_t>(r) * op;
             for (int j = 0; j < op; ++j) dbl[j] += gr[j];
           }
-          pick_outer(op)(ws.acts[l].data(), rows, ip, ip, g, op, dw[l].data());
+          pick_outer(op)(ws.acts[l], rows, ip, ip, g, op, dw[l].data());
           if (l == 0 && !need_grad_x) break;
           // gradient wrt this layer's input
           pick_rows(ip)(g, rows, op, op, net.Wp[l].data(), nullptr, gnext, ip);
@@ -829,10 +949,33 @@ std::vector<at::Tensor> mlp_backward(const at::Tensor& x_in, const std::vector<a
   return result;
 }
 
+// (hits, misses, free regions, free bytes) of the large-buffer pool.
+std::vector<int64_t> buffer_pool_stats() {
+  RegionPool& p = pool();
+  std::lock_guard<std::mutex> lock(p.mu);
+  return {p.hits, p.misses, static_cast<int64_t>(p.free.size()), static_cast<int64_t>(p.free_bytes)};
+}
+
+// Returns every pooled region to the kernel (buffers still owned by live tensors are not affected).
+void buffer_pool_release() {
+  std::vector<Region> drop;
+  {
+    RegionPool& p = pool();
+    std::lock_guard<std::mutex> lock(p.mu);
+    drop.swap(p.free);
+    p.free_bytes = 0;
+  }
+#ifdef IMMERSIVEDEPTH_HAVE_MMAP
+  for (const Region& d : drop) munmap(d.raw, d.len);
+#endif
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "ImmersiveDepth fused CPU kernels: tcnn-exact hash grid encoding and a chunked fused MLP";
   m.def("hashgrid_forward", &hashgrid_forward, "hash grid encoding forward (CPU)");
   m.def("hashgrid_backward", &hashgrid_backward, "hash grid encoding backward (CPU)");
-  m.def("mlp_forward", &mlp_forward, "fused MLP forward (CPU)");
-  m.def("mlp_backward", &mlp_backward, "fused MLP backward with recomputation (CPU)");
+  m.def("mlp_forward", &mlp_forward, "fused MLP forward, optionally saving hidden activations (CPU)");
+  m.def("mlp_backward", &mlp_backward, "fused MLP backward, recomputing what the forward did not save (CPU)");
+  m.def("buffer_pool_stats", &buffer_pool_stats, "(hits, misses, free regions, free bytes) of the buffer pool");
+  m.def("buffer_pool_release", &buffer_pool_release, "unmap every pooled (free) buffer");
 }
