@@ -304,24 +304,25 @@ def train_field(rgb, distance, run_dir, cfg: Mapping | None = None, *, resume: b
                 idx = train_idx[torch.randint(train_idx.numel(), (batch,), generator=gen, device=device)]
                 dirs = rays.dirs[idx]
                 gd = rays.distance[idx]
+                halfwidth = halfwidth_all[idx]
+                f_lo, f_ok = front_lo[idx], front_ok[idx]
                 want_normals = float(lc["normal"]) > 0
-                band_start = band_start_all[idx]
                 # front_segments of the ray's occupied segments before its band, drawn at random (kept in ray order)
-                keys = torch.rand(front_lo[idx].shape, generator=gen, device=device) + (~front_ok[idx]).float() * 2.0
+                keys = torch.rand(f_lo.shape, generator=gen, device=device) + (~f_ok).float() * 2.0
                 pick = torch.sort(torch.topk(keys, min(int(sc["front_segments"]), keys.shape[1]), dim=1,
                                              largest=False).indices, dim=1).values
-                front = segment_samples(front_lo[idx].gather(1, pick), front_ok[idx].gather(1, pick),
-                                        torch.zeros_like(gd), band_start,
-                                        coarse_step=coarse_step, per_segment=1, perturb=True, generator=gen)
-                band = band_samples(gd, halfwidth_all[idx], int(sc["band_samples"]), perturb=True, generator=gen)
-                out = render_samples(field, origins, dirs, concat_samples(front, band), gd + halfwidth_all[idx],
+                front = segment_samples(f_lo.gather(1, pick), f_ok.gather(1, pick), torch.zeros_like(gd),
+                                        band_start_all[idx], coarse_step=coarse_step, per_segment=1, perturb=True,
+                                        generator=gen)
+                band = band_samples(gd, halfwidth, int(sc["band_samples"]), perturb=True, generator=gen)
+                out = render_samples(field, origins, dirs, concat_samples(front, band), gd + halfwidth,
                                      color_weight_threshold=float(sc["color_weight_threshold"]),
                                      max_color_samples=int(sc["train_color_samples"]) or None,
                                      renormalize_color=bool(int(sc["train_color_samples"])),
                                      compute_normals=want_normals)
                 cm, dm = rays.color_mask[idx], rays.depth_mask[idx]
-                l_col = color_loss(out["rgb"][cm], rays.rgb[idx][cm], kind=str(lc["color_kind"]),
-                                   beta=float(lc["color_beta"]))
+                rgb_pred, rgb_true = out["rgb"][cm], rays.rgb[idx][cm]
+                l_col = color_loss(rgb_pred, rgb_true, kind=str(lc["color_kind"]), beta=float(lc["color_beta"]))
                 l_dist = distance_loss(out["distance"], gd, dm, beta=float(lc["distance_beta"]),
                                        relative=bool(lc["distance_relative"]))
                 l_dst = distortion_loss(out["weights"], out["t"], out["delta"], scale=field.unit)
@@ -339,7 +340,7 @@ def train_field(rgb, distance, run_dir, cfg: Mapping | None = None, *, resume: b
                     front_lo, front_ok = front_segments()
                 in_step = False
                 with torch.no_grad():
-                    mse = float(torch.mean((out["rgb"][cm].clamp(0, 1) - rays.rgb[idx][cm]) ** 2))
+                    mse = float(torch.mean((rgb_pred.clamp(0, 1) - rgb_true) ** 2))
                 metrics = {"step": step, "loss": float(loss.detach()), "color": float(l_col.detach()),
                            "distance": float(l_dist.detach()), "distortion": float(l_dst.detach()),
                            "opacity": float(l_opa.detach()), "normal": float(l_nrm.detach()),
