@@ -288,3 +288,14 @@ def test_real_sigint_stops_at_step_boundary_and_saves(tmp_path, scene_small):
         train_field(rgb, dist, tmp_path / "r", _cfg(log={"preview_every": 0}), progress=False, callbacks=[sigint_at_2])
     assert signal.getsignal(signal.SIGINT) is before  # handler restored
     assert int(_state(tmp_path / "r")["step"]) == 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (this project's CI has none)")
+def test_training_on_cuda_resumes_on_cpu(tmp_path, scene_small):
+    """The GPU path (tcnn encodings/MLPs when installed, torch otherwise): training runs, the loss falls, and the
+    checkpoint loads on a CPU-only machine."""
+    rgb, dist = scene_small
+    s = train_field(rgb, dist, tmp_path / "gpu", _cfg(optim={"steps": 30}), device="cuda", progress=False)
+    assert s["steps"] == 30 and math.isfinite(s["psnr"]) and s["psnr"] > 15.0
+    field, info = load_trained_field(tmp_path / "gpu", device="cpu")
+    assert next(field.parameters()).device.type == "cpu"
