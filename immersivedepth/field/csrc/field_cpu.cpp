@@ -15,8 +15,9 @@
 //    weights of the whole block are computed first and their cache lines prefetched,
 //    then gathered / scattered, so many memory accesses are in flight at once;
 //  * power-of-two level sizes use a mask instead of a 32-bit modulo;
-//  * large outputs (features, table gradient) are fresh anonymous mmaps advised as
-//    transparent huge pages: already zero, and faulted in 2 MB pieces instead of 4 KB.
+//  * large buffers (features, table gradient, level-major scratch) come from anonymous
+//    mmaps advised as transparent huge pages and are recycled through a small pool, so
+//    a training step does not page-fault them in again every time.
 //
 // Parallelism uses at::parallel_for (torch's own OpenMP runtime and thread count).
 // No atomics: every table-gradient entry is accumulated by one thread in point order
@@ -54,7 +55,7 @@ constexpr size_t kPoolMaxBytes = size_t(768) << 20;  // ... holding at most this
 // dies, the mapping goes back to a small process-wide pool instead of the kernel, so the next step's buffer of
 // the same size is already faulted in (page-faulting 64 MB of fresh zero pages costs more than the kernels that
 // fill it, and the training loop allocates the same sizes every step). Reused regions hold stale data: callers
-// that need zeros say so and get a parallel memset.
+// write every element (the table gradient is zeroed level by level by the backward itself).
 struct Region {
   void* raw = nullptr;      // mmap result
   size_t len = 0;           // mmap length
@@ -94,15 +95,8 @@ void release_region(const Region& r) {
 #endif
 }
 
-void parallel_zero(float* data, int64_t numel) {
-  at::parallel_for(0, numel, int64_t(1) << 19, [&](int64_t b, int64_t e) {
-    std::memset(data + b, 0, static_cast<size_t>(e - b) * sizeof(float));
-  });
-}
-
-// A float32 CPU tensor of the given sizes; all zeros if `zero`, otherwise unspecified contents (the caller
-// writes every element).
-at::Tensor alloc_buffer(at::IntArrayRef sizes, bool zero) {
+// A float32 CPU tensor of the given sizes with unspecified contents: the caller writes every element.
+at::Tensor alloc_uninit(at::IntArrayRef sizes) {
   int64_t numel = 1;
   for (auto s : sizes) numel *= s;
   const auto opts = at::TensorOptions().dtype(at::kFloat).device(at::kCPU);
@@ -138,16 +132,12 @@ at::Tensor alloc_buffer(at::IntArrayRef sizes, bool zero) {
       }
     }
     if (r.raw != nullptr) {
-      if (reused && zero) parallel_zero(static_cast<float*>(r.data), numel);  // fresh mappings are zero already
       return torch::from_blob(r.data, sizes, [r](void*) { release_region(r); }, opts);
     }
   }
 #endif
-  return zero ? at::zeros(sizes, opts) : at::empty(sizes, opts);
+  return at::empty(sizes, opts);
 }
-
-at::Tensor alloc_zeros(at::IntArrayRef sizes) { return alloc_buffer(sizes, true); }
-at::Tensor alloc_uninit(at::IntArrayRef sizes) { return alloc_buffer(sizes, false); }
 
 // ---------------------------------------------------------------------------
 // Hash grid
@@ -387,6 +377,9 @@ void encode_backward(const float* x, const float* table, const float* gout, floa
           const LevelInfo& lv = levels[l];
           float* gl = gtable + static_cast<int64_t>(lv.offset) * F;
           const float* tl = table + static_cast<int64_t>(lv.offset) * F;
+          // The level's gradient slice is zeroed by its owning task right before its first scatter pass, so the
+          // scatter finds the lines in cache instead of re-reading a zeroed 64 MB table from memory.
+          if (b0 == 0) std::memset(gl, 0, static_cast<size_t>(lv.size) * F * sizeof(float));
           // Software pipeline: resolve and prefetch the next sub-block while scattering this one.
           auto prepare = [&](int64_t i0, int buf) {
             const int nb = static_cast<int>(std::min<int64_t>(kBlock, b1 - i0));
@@ -517,10 +510,14 @@ std::vector<at::Tensor> hashgrid_backward(const at::Tensor& x_in, const at::Tens
   auto x = x_in.contiguous();
   auto table = table_in.contiguous();
   auto gout = grad_out_in.contiguous().to(at::kFloat);
+  TORCH_CHECK(static_cast<int64_t>(levels.back().offset + levels.back().size) * F == table.numel(),
+              "hashgrid cpu op: table has ", table.numel(), " values, level layout needs ",
+              static_cast<int64_t>(levels.back().offset + levels.back().size) * F);
   const int64_t N = x.size(0);
   TORCH_CHECK(gout.dim() == 2 && gout.size(0) == N && gout.size(1) == static_cast<int64_t>(levels.size()) * F,
               "hashgrid cpu op: grad_out has the wrong shape");
-  auto gtable = alloc_zeros({table.numel()});
+  // each level's slice is zeroed by the task that owns it (before its first scatter; N = 0 scatters nothing)
+  auto gtable = N > 0 ? alloc_uninit({table.numel()}) : at::zeros({table.numel()}, table.options());
   at::Tensor gx;
   float* gxp = nullptr;
   if (need_grad_x) {
@@ -553,12 +550,54 @@ enum Act : int64_t { kNone = 0, kRelu = 1, kSigmoid = 2 };
 
 inline v8 bcast(float a) { return v8{a, a, a, a, a, a, a, a}; }
 
-// Register tiles: NT column vectors (8 floats each) x RT rows, RT * NT = 8 independent accumulators (hides the
-// FMA latency) while each loaded weight vector is reused RT times and each broadcast NT times.
+// Register tiles of RT rows x NT column vectors (8 floats each). AVX2 has 16 vector registers: RT * NT
+// accumulators + NT loaded vectors + 1 broadcast must fit, and about 10-12 independent accumulators are needed to
+// cover the FMA latency on two FMA pipes. Hence 6 x 2 tiles (12 accumulators, 15 registers) where the width
+// allows, 8 x 1 for single-vector widths. Leftover rows run the same kernel with a smaller RT (no slow path).
 template <int NB>
-constexpr int col_tile() { return NB >= 4 ? 4 : NB; }
+constexpr int col_tile() { return NB >= 2 ? 2 : 1; }
 template <int NB>
-constexpr int row_tile() { return 8 / col_tile<NB>(); }
+constexpr int row_tile() { return col_tile<NB>() == 2 ? 6 : 8; }
+
+// C[r, cb*8 : (cb+NT)*8] = bias + sum_k A[r, k] * M[k, cb*8 : (cb+NT)*8]  for r in [r0, r0 + RT).
+template <int RT, int NT, int W>
+inline void rows_tile(const float* A, int r0, int K, int lda, const float* M, const float* bias, float* C, int ldc,
+                      int cb) {
+  v8 acc[RT][NT];
+#pragma GCC unroll 8
+  for (int q = 0; q < RT; ++q)
+#pragma GCC unroll 8
+    for (int b = 0; b < NT; ++b) acc[q][b] = bias ? *reinterpret_cast<const v8*>(bias + (cb + b) * 8) : bcast(0.f);
+  for (int k = 0; k < K; ++k) {
+    const float* m = M + static_cast<int64_t>(k) * W + cb * 8;
+    v8 mv[NT];
+#pragma GCC unroll 8
+    for (int b = 0; b < NT; ++b) mv[b] = *reinterpret_cast<const v8*>(m + b * 8);
+#pragma GCC unroll 8
+    for (int q = 0; q < RT; ++q) {
+      const v8 av = bcast(A[static_cast<int64_t>(r0 + q) * lda + k]);
+#pragma GCC unroll 8
+      for (int b = 0; b < NT; ++b) acc[q][b] += av * mv[b];
+    }
+  }
+#pragma GCC unroll 8
+  for (int q = 0; q < RT; ++q)
+#pragma GCC unroll 8
+    for (int b = 0; b < NT; ++b) *reinterpret_cast<v8*>(C + static_cast<int64_t>(r0 + q) * ldc + (cb + b) * 8) = acc[q][b];
+}
+
+// Runs rows_tile<rt, NT> for a runtime rt in [1, RT].
+template <int RT, int NT, int W>
+inline void rows_tile_n(int rt, const float* A, int r0, int K, int lda, const float* M, const float* bias, float* C,
+                        int ldc, int cb) {
+  if constexpr (RT >= 1) {
+    if (rt == RT) {
+      rows_tile<RT, NT, W>(A, r0, K, lda, M, bias, C, ldc, cb);
+    } else if constexpr (RT > 1) {
+      rows_tile_n<RT - 1, NT, W>(rt, A, r0, K, lda, M, bias, C, ldc, cb);
+    }
+  }
+}
 
 // C[r, 0:NB*8] = bias + sum_k A[r, k] * M[k, 0:NB*8]   for r < R   (M row stride NB*8).
 template <int NB>
@@ -567,42 +606,53 @@ void rows_times(const float* A, int R, int K, int lda, const float* M, const flo
   constexpr int RT = row_tile<NB>();
   constexpr int W = NB * 8;
   for (int cb = 0; cb < NB; cb += NT) {
-    const int nt = std::min(NT, NB - cb);  // < NT only for the last tile of odd NB
+    const bool full = cb + NT <= NB;  // false only for the last column vector of an odd NB
     int r = 0;
-    if (nt == NT) {
-      for (; r + RT <= R; r += RT) {
-        v8 acc[RT][NT];
-#pragma GCC unroll 8
-        for (int q = 0; q < RT; ++q)
-#pragma GCC unroll 8
-          for (int b = 0; b < NT; ++b)
-            acc[q][b] = bias ? *reinterpret_cast<const v8*>(bias + (cb + b) * 8) : bcast(0.f);
-        for (int k = 0; k < K; ++k) {
-          const float* m = M + static_cast<int64_t>(k) * W + cb * 8;
-          v8 mv[NT];
-#pragma GCC unroll 8
-          for (int b = 0; b < NT; ++b) mv[b] = *reinterpret_cast<const v8*>(m + b * 8);
-#pragma GCC unroll 8
-          for (int q = 0; q < RT; ++q) {
-            const v8 av = bcast(A[static_cast<int64_t>(r + q) * lda + k]);
-#pragma GCC unroll 8
-            for (int b = 0; b < NT; ++b) acc[q][b] += av * mv[b];
-          }
-        }
-#pragma GCC unroll 8
-        for (int q = 0; q < RT; ++q)
-#pragma GCC unroll 8
-          for (int b = 0; b < NT; ++b)
-            *reinterpret_cast<v8*>(C + static_cast<int64_t>(r + q) * ldc + (cb + b) * 8) = acc[q][b];
-      }
+    for (; r + RT <= R; r += RT) {
+      if (full) rows_tile<RT, NT, W>(A, r, K, lda, M, bias, C, ldc, cb);
+      else rows_tile<RT, 1, W>(A, r, K, lda, M, bias, C, ldc, cb);
     }
-    for (; r < R; ++r) {  // remainder rows / partial column tile
-      for (int b = cb; b < cb + nt; ++b) {
-        v8 acc = bias ? *reinterpret_cast<const v8*>(bias + b * 8) : bcast(0.f);
-        for (int k = 0; k < K; ++k)
-          acc += bcast(A[static_cast<int64_t>(r) * lda + k]) * *reinterpret_cast<const v8*>(M + static_cast<int64_t>(k) * W + b * 8);
-        *reinterpret_cast<v8*>(C + static_cast<int64_t>(r) * ldc + b * 8) = acc;
-      }
+    if (r < R) {
+      if (full) rows_tile_n<RT, NT, W>(R - r, A, r, K, lda, M, bias, C, ldc, cb);
+      else rows_tile_n<RT, 1, W>(R - r, A, r, K, lda, M, bias, C, ldc, cb);
+    }
+  }
+}
+
+// dMT[k, cb*8 : (cb+NT)*8] += sum_r A[r, k] * G[r, cb*8 : (cb+NT)*8]   for k in [k0, k0 + KT).
+template <int KT, int NT, int W>
+inline void outer_tile(const float* A, int R, int k0, int lda, const float* G, int ldg, float* dMT, int cb) {
+  v8 acc[KT][NT];
+#pragma GCC unroll 8
+  for (int q = 0; q < KT; ++q)
+#pragma GCC unroll 8
+    for (int b = 0; b < NT; ++b) acc[q][b] = *reinterpret_cast<const v8*>(dMT + static_cast<int64_t>(k0 + q) * W + (cb + b) * 8);
+  for (int r = 0; r < R; ++r) {
+    const float* g = G + static_cast<int64_t>(r) * ldg + cb * 8;
+    const float* a = A + static_cast<int64_t>(r) * lda + k0;
+    v8 gv[NT];
+#pragma GCC unroll 8
+    for (int b = 0; b < NT; ++b) gv[b] = *reinterpret_cast<const v8*>(g + b * 8);
+#pragma GCC unroll 8
+    for (int q = 0; q < KT; ++q) {
+      const v8 av = bcast(a[q]);
+#pragma GCC unroll 8
+      for (int b = 0; b < NT; ++b) acc[q][b] += av * gv[b];
+    }
+  }
+#pragma GCC unroll 8
+  for (int q = 0; q < KT; ++q)
+#pragma GCC unroll 8
+    for (int b = 0; b < NT; ++b) *reinterpret_cast<v8*>(dMT + static_cast<int64_t>(k0 + q) * W + (cb + b) * 8) = acc[q][b];
+}
+
+template <int KT, int NT, int W>
+inline void outer_tile_n(int kt, const float* A, int R, int k0, int lda, const float* G, int ldg, float* dMT, int cb) {
+  if constexpr (KT >= 1) {
+    if (kt == KT) {
+      outer_tile<KT, NT, W>(A, R, k0, lda, G, ldg, dMT, cb);
+    } else if constexpr (KT > 1) {
+      outer_tile_n<KT - 1, NT, W>(kt, A, R, k0, lda, G, ldg, dMT, cb);
     }
   }
 }
@@ -614,43 +664,15 @@ void outer_acc(const float* A, int R, int K, int lda, const float* G, int ldg, f
   constexpr int KT = row_tile<NB>();
   constexpr int W = NB * 8;
   for (int cb = 0; cb < NB; cb += NT) {
-    const int nt = std::min(NT, NB - cb);
+    const bool full = cb + NT <= NB;
     int k = 0;
-    if (nt == NT) {
-      for (; k + KT <= K; k += KT) {
-        v8 acc[KT][NT];
-#pragma GCC unroll 8
-        for (int q = 0; q < KT; ++q)
-#pragma GCC unroll 8
-          for (int b = 0; b < NT; ++b)
-            acc[q][b] = *reinterpret_cast<const v8*>(dMT + static_cast<int64_t>(k + q) * W + (cb + b) * 8);
-        for (int r = 0; r < R; ++r) {
-          const float* g = G + static_cast<int64_t>(r) * ldg + cb * 8;
-          const float* a = A + static_cast<int64_t>(r) * lda + k;
-          v8 gv[NT];
-#pragma GCC unroll 8
-          for (int b = 0; b < NT; ++b) gv[b] = *reinterpret_cast<const v8*>(g + b * 8);
-#pragma GCC unroll 8
-          for (int q = 0; q < KT; ++q) {
-            const v8 av = bcast(a[q]);
-#pragma GCC unroll 8
-            for (int b = 0; b < NT; ++b) acc[q][b] += av * gv[b];
-          }
-        }
-#pragma GCC unroll 8
-        for (int q = 0; q < KT; ++q)
-#pragma GCC unroll 8
-          for (int b = 0; b < NT; ++b)
-            *reinterpret_cast<v8*>(dMT + static_cast<int64_t>(k + q) * W + (cb + b) * 8) = acc[q][b];
-      }
+    for (; k + KT <= K; k += KT) {
+      if (full) outer_tile<KT, NT, W>(A, R, k, lda, G, ldg, dMT, cb);
+      else outer_tile<KT, 1, W>(A, R, k, lda, G, ldg, dMT, cb);
     }
-    for (; k < K; ++k) {  // remainder columns of A / partial tile
-      for (int b = cb; b < cb + nt; ++b) {
-        v8 acc = *reinterpret_cast<const v8*>(dMT + static_cast<int64_t>(k) * W + b * 8);
-        for (int r = 0; r < R; ++r)
-          acc += bcast(A[static_cast<int64_t>(r) * lda + k]) * *reinterpret_cast<const v8*>(G + static_cast<int64_t>(r) * ldg + b * 8);
-        *reinterpret_cast<v8*>(dMT + static_cast<int64_t>(k) * W + b * 8) = acc;
-      }
+    if (k < K) {
+      if (full) outer_tile_n<KT, NT, W>(K - k, A, R, k, lda, G, ldg, dMT, cb);
+      else outer_tile_n<KT, 1, W>(K - k, A, R, k, lda, G, ldg, dMT, cb);
     }
   }
 }
