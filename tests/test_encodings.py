@@ -475,6 +475,11 @@ def test_cpu_buffer_pool_reuses_and_rezeroes_gradients(cpu_ext):
         del gp
     hits, misses, free, free_bytes = cpu_ext.buffer_pool_stats()
     assert misses > misses0 and hits > hits0  # the second step reused the first step's buffers
+    # an empty batch scatters nothing: its table gradient is all zeros even though dirty buffers are pooled
+    sc, rs, of, dn, f = enc._meta
+    empty = cpu_ext.hashgrid_backward(x[:0], enc.params.detach(), torch.zeros(0, enc.n_output_dims), sc, rs, of, dn, f,
+                                      False, 0)[0]
+    assert empty.shape == enc.params.shape and not empty.any()
     assert free >= 1 and free_bytes >= 8 << 20
     cpu_ext.buffer_pool_release()
     assert cpu_ext.buffer_pool_stats()[2:] == [0, 0]
