@@ -35,6 +35,10 @@
 #include <mutex>
 #include <vector>
 
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
+
 #if defined(__linux__)
 #include <sys/mman.h>
 #define IMMERSIVEDEPTH_HAVE_MMAP 1
@@ -396,6 +400,18 @@ void encode_backward(const float* x, const float* table, const float* gout, floa
             const float(*wc)[kBlock] = w[cur];
             for (int j = 0; j < nb; ++j) {
               const float* g = glm + (static_cast<int64_t>(l) * N + i0 + j) * F;
+#if defined(__SSE2__)
+              if constexpr (F == 2) {  // one 64-bit read-modify-write per corner instead of two scalar ones
+                const __m128 gv = _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(g)));
+                for (int c = 0; c < NC; ++c) {
+                  double* e = reinterpret_cast<double*>(gl + static_cast<int64_t>(ic[c][j]) * F);
+                  const __m128 ev = _mm_castpd_ps(_mm_load_sd(e));
+                  const __m128 r = _mm_add_ps(ev, _mm_mul_ps(_mm_set1_ps(wc[c][j]), gv));
+                  _mm_store_sd(e, _mm_castps_pd(r));
+                }
+                continue;
+              }
+#endif
               for (int c = 0; c < NC; ++c) {
                 float* e = gl + static_cast<int64_t>(ic[c][j]) * F;
                 for (int f = 0; f < F; ++f) e[f] += wc[c][j] * g[f];
