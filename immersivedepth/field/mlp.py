@@ -81,7 +81,8 @@ class FusedMLP(nn.Module):
         output_activation: None | "relu" | "sigmoid".
         bias: linear layers with bias.
         backend: "auto" | "cpu" | "torch".
-        chunk_rows: rows per cache-resident chunk in the C++ op.
+        chunk_rows: rows per cache-resident chunk in the C++ op (a multiple of its 6-row register tile; 48-72
+            measured 5% faster than 32 for width 64).
 
     ``forward(x (N, n_in)) -> (N, n_out)``. Parameters live in ``self.layers`` (``nn.Linear`` modules).
     """
@@ -96,7 +97,7 @@ class FusedMLP(nn.Module):
         output_activation: str | None = None,
         bias: bool = True,
         backend: str = "auto",
-        chunk_rows: int = 32,
+        chunk_rows: int = 48,
     ) -> None:
         super().__init__()
         for name, v, lo in (("n_in", n_in, 1), ("n_out", n_out, 1), ("width", width, 1), ("depth", depth, 0)):
