@@ -574,51 +574,103 @@ enum Act : int64_t { kNone = 0, kRelu = 1, kSigmoid = 2 };
 
 inline v8 bcast(float a) { return v8{a, a, a, a, a, a, a, a}; }
 
-// Register tiles of RT rows x NT column vectors (8 floats each). AVX2 has 16 vector registers: RT * NT
+// Register tiles of T rows x NT column vectors (8 floats each). AVX2 has 16 vector registers: T * NT
 // accumulators + NT loaded vectors + 1 broadcast must fit, and about 10-12 independent accumulators are needed to
 // cover the FMA latency on two FMA pipes. Hence 6 x 2 tiles (12 accumulators, 15 registers) where the width
-// allows, 8 x 1 for single-vector widths. Leftover rows run the same kernel with a smaller RT (no slow path).
+// allows, 8 x 1 for single-vector widths. Leftover rows run the same kernel with a smaller T (no slow path).
 template <int NB>
 constexpr int col_tile() { return NB >= 2 ? 2 : 1; }
 template <int NB>
 constexpr int row_tile() { return col_tile<NB>() == 2 ? 6 : 8; }
 
-// C[r, cb*8 : (cb+NT)*8] = bias + sum_k A[r, k] * M[k, cb*8 : (cb+NT)*8]  for r in [r0, r0 + RT).
-template <int RT, int NT, int W>
-inline void rows_tile(const float* A, int r0, int K, int lda, const float* M, const float* bias, float* C, int ldc,
-                      int cb) {
-  v8 acc[RT][NT];
+// C[r, cb*8 : (cb+NT)*8] = bias + sum_k A[r, k] * M[k, cb*8 : (cb+NT)*8]  for r in [r0, r0 + T).
+struct RowsTile {
+  template <int T, int NT, int W>
+  static inline void run(int r0, int cb, const float* A, int K, int lda, const float* M, const float* bias, float* C,
+                         int ldc) {
+    v8 acc[T][NT];
 #pragma GCC unroll 8
-  for (int q = 0; q < RT; ++q)
+    for (int q = 0; q < T; ++q)
 #pragma GCC unroll 8
-    for (int b = 0; b < NT; ++b) acc[q][b] = bias ? *reinterpret_cast<const v8*>(bias + (cb + b) * 8) : bcast(0.f);
-  for (int k = 0; k < K; ++k) {
-    const float* m = M + static_cast<int64_t>(k) * W + cb * 8;
-    v8 mv[NT];
+      for (int b = 0; b < NT; ++b) acc[q][b] = bias ? *reinterpret_cast<const v8*>(bias + (cb + b) * 8) : bcast(0.f);
+    for (int k = 0; k < K; ++k) {
+      const float* m = M + static_cast<int64_t>(k) * W + cb * 8;
+      v8 mv[NT];
 #pragma GCC unroll 8
-    for (int b = 0; b < NT; ++b) mv[b] = *reinterpret_cast<const v8*>(m + b * 8);
+      for (int b = 0; b < NT; ++b) mv[b] = *reinterpret_cast<const v8*>(m + b * 8);
 #pragma GCC unroll 8
-    for (int q = 0; q < RT; ++q) {
-      const v8 av = bcast(A[static_cast<int64_t>(r0 + q) * lda + k]);
+      for (int q = 0; q < T; ++q) {
+        const v8 av = bcast(A[static_cast<int64_t>(r0 + q) * lda + k]);
 #pragma GCC unroll 8
-      for (int b = 0; b < NT; ++b) acc[q][b] += av * mv[b];
+        for (int b = 0; b < NT; ++b) acc[q][b] += av * mv[b];
+      }
     }
+#pragma GCC unroll 8
+    for (int q = 0; q < T; ++q)
+#pragma GCC unroll 8
+      for (int b = 0; b < NT; ++b)
+        *reinterpret_cast<v8*>(C + static_cast<int64_t>(r0 + q) * ldc + (cb + b) * 8) = acc[q][b];
   }
+};
+
+// dMT[k, cb*8 : (cb+NT)*8] += sum_r A[r, k] * G[r, cb*8 : (cb+NT)*8]   for k in [k0, k0 + T).
+struct OuterTile {
+  template <int T, int NT, int W>
+  static inline void run(int k0, int cb, const float* A, int R, int lda, const float* G, int ldg, float* dMT) {
+    v8 acc[T][NT];
 #pragma GCC unroll 8
-  for (int q = 0; q < RT; ++q)
+    for (int q = 0; q < T; ++q)
 #pragma GCC unroll 8
-    for (int b = 0; b < NT; ++b) *reinterpret_cast<v8*>(C + static_cast<int64_t>(r0 + q) * ldc + (cb + b) * 8) = acc[q][b];
+      for (int b = 0; b < NT; ++b)
+        acc[q][b] = *reinterpret_cast<const v8*>(dMT + static_cast<int64_t>(k0 + q) * W + (cb + b) * 8);
+    for (int r = 0; r < R; ++r) {
+      const float* g = G + static_cast<int64_t>(r) * ldg + cb * 8;
+      const float* a = A + static_cast<int64_t>(r) * lda + k0;
+      v8 gv[NT];
+#pragma GCC unroll 8
+      for (int b = 0; b < NT; ++b) gv[b] = *reinterpret_cast<const v8*>(g + b * 8);
+#pragma GCC unroll 8
+      for (int q = 0; q < T; ++q) {
+        const v8 av = bcast(a[q]);
+#pragma GCC unroll 8
+        for (int b = 0; b < NT; ++b) acc[q][b] += av * gv[b];
+      }
+    }
+#pragma GCC unroll 8
+    for (int q = 0; q < T; ++q)
+#pragma GCC unroll 8
+      for (int b = 0; b < NT; ++b)
+        *reinterpret_cast<v8*>(dMT + static_cast<int64_t>(k0 + q) * W + (cb + b) * 8) = acc[q][b];
+  }
+};
+
+// Tile::run<t, NT, W> for a runtime t in [1, T].
+template <class Tile, int T, int NT, int W, class... Args>
+inline void run_tile_n(int t, int i0, int cb, Args... args) {
+  if (t == T) {
+    Tile::template run<T, NT, W>(i0, cb, args...);
+  } else if constexpr (T > 1) {
+    run_tile_n<Tile, T - 1, NT, W>(t, i0, cb, args...);
+  }
 }
 
-// Runs rows_tile<rt, NT> for a runtime rt in [1, RT].
-template <int RT, int NT, int W>
-inline void rows_tile_n(int rt, const float* A, int r0, int K, int lda, const float* M, const float* bias, float* C,
-                        int ldc, int cb) {
-  if constexpr (RT >= 1) {
-    if (rt == RT) {
-      rows_tile<RT, NT, W>(A, r0, K, lda, M, bias, C, ldc, cb);
-    } else if constexpr (RT > 1) {
-      rows_tile_n<RT - 1, NT, W>(rt, A, r0, K, lda, M, bias, C, ldc, cb);
+// Covers [0, count) x (NB column vectors) with Tile's T x NT tiles (T x 1 for the last vector of an odd NB; a
+// shorter tile for the last rows).
+template <class Tile, int NB, class... Args>
+inline void sweep_tiles(int count, Args... args) {
+  constexpr int NT = col_tile<NB>();
+  constexpr int T = row_tile<NB>();
+  constexpr int W = NB * 8;
+  for (int cb = 0; cb < NB; cb += NT) {
+    const bool full = cb + NT <= NB;
+    int i = 0;
+    for (; i + T <= count; i += T) {
+      if (full) Tile::template run<T, NT, W>(i, cb, args...);
+      else Tile::template run<T, 1, W>(i, cb, args...);
+    }
+    if (i < count) {
+      if (full) run_tile_n<Tile, T, NT, W>(count - i, i, cb, args...);
+      else run_tile_n<Tile, T, 1, W>(count - i, i, cb, args...);
     }
   }
 }
@@ -626,79 +678,13 @@ inline void rows_tile_n(int rt, const float* A, int r0, int K, int lda, const fl
 // C[r, 0:NB*8] = bias + sum_k A[r, k] * M[k, 0:NB*8]   for r < R   (M row stride NB*8).
 template <int NB>
 void rows_times(const float* A, int R, int K, int lda, const float* M, const float* bias, float* C, int ldc) {
-  constexpr int NT = col_tile<NB>();
-  constexpr int RT = row_tile<NB>();
-  constexpr int W = NB * 8;
-  for (int cb = 0; cb < NB; cb += NT) {
-    const bool full = cb + NT <= NB;  // false only for the last column vector of an odd NB
-    int r = 0;
-    for (; r + RT <= R; r += RT) {
-      if (full) rows_tile<RT, NT, W>(A, r, K, lda, M, bias, C, ldc, cb);
-      else rows_tile<RT, 1, W>(A, r, K, lda, M, bias, C, ldc, cb);
-    }
-    if (r < R) {
-      if (full) rows_tile_n<RT, NT, W>(R - r, A, r, K, lda, M, bias, C, ldc, cb);
-      else rows_tile_n<RT, 1, W>(R - r, A, r, K, lda, M, bias, C, ldc, cb);
-    }
-  }
+  sweep_tiles<RowsTile, NB>(R, A, K, lda, M, bias, C, ldc);
 }
 
-// dMT[k, cb*8 : (cb+NT)*8] += sum_r A[r, k] * G[r, cb*8 : (cb+NT)*8]   for k in [k0, k0 + KT).
-template <int KT, int NT, int W>
-inline void outer_tile(const float* A, int R, int k0, int lda, const float* G, int ldg, float* dMT, int cb) {
-  v8 acc[KT][NT];
-#pragma GCC unroll 8
-  for (int q = 0; q < KT; ++q)
-#pragma GCC unroll 8
-    for (int b = 0; b < NT; ++b) acc[q][b] = *reinterpret_cast<const v8*>(dMT + static_cast<int64_t>(k0 + q) * W + (cb + b) * 8);
-  for (int r = 0; r < R; ++r) {
-    const float* g = G + static_cast<int64_t>(r) * ldg + cb * 8;
-    const float* a = A + static_cast<int64_t>(r) * lda + k0;
-    v8 gv[NT];
-#pragma GCC unroll 8
-    for (int b = 0; b < NT; ++b) gv[b] = *reinterpret_cast<const v8*>(g + b * 8);
-#pragma GCC unroll 8
-    for (int q = 0; q < KT; ++q) {
-      const v8 av = bcast(a[q]);
-#pragma GCC unroll 8
-      for (int b = 0; b < NT; ++b) acc[q][b] += av * gv[b];
-    }
-  }
-#pragma GCC unroll 8
-  for (int q = 0; q < KT; ++q)
-#pragma GCC unroll 8
-    for (int b = 0; b < NT; ++b) *reinterpret_cast<v8*>(dMT + static_cast<int64_t>(k0 + q) * W + (cb + b) * 8) = acc[q][b];
-}
-
-template <int KT, int NT, int W>
-inline void outer_tile_n(int kt, const float* A, int R, int k0, int lda, const float* G, int ldg, float* dMT, int cb) {
-  if constexpr (KT >= 1) {
-    if (kt == KT) {
-      outer_tile<KT, NT, W>(A, R, k0, lda, G, ldg, dMT, cb);
-    } else if constexpr (KT > 1) {
-      outer_tile_n<KT - 1, NT, W>(kt, A, R, k0, lda, G, ldg, dMT, cb);
-    }
-  }
-}
-
-// dMT[k, 0:NB*8] += sum_r A[r, k] * G[r, 0:NB*8]   (dMT row stride NB*8)
+// dMT[k, 0:NB*8] += sum_r A[r, k] * G[r, 0:NB*8]   for k < K   (dMT row stride NB*8)
 template <int NB>
 void outer_acc(const float* A, int R, int K, int lda, const float* G, int ldg, float* dMT) {
-  constexpr int NT = col_tile<NB>();
-  constexpr int KT = row_tile<NB>();
-  constexpr int W = NB * 8;
-  for (int cb = 0; cb < NB; cb += NT) {
-    const bool full = cb + NT <= NB;
-    int k = 0;
-    for (; k + KT <= K; k += KT) {
-      if (full) outer_tile<KT, NT, W>(A, R, k, lda, G, ldg, dMT, cb);
-      else outer_tile<KT, 1, W>(A, R, k, lda, G, ldg, dMT, cb);
-    }
-    if (k < K) {
-      if (full) outer_tile_n<KT, NT, W>(K - k, A, R, k, lda, G, ldg, dMT, cb);
-      else outer_tile_n<KT, 1, W>(K - k, A, R, k, lda, G, ldg, dMT, cb);
-    }
-  }
+  sweep_tiles<OuterTile, NB>(K, A, R, lda, G, ldg, dMT);
 }
 
 using RowsFn = void (*)(const float*, int, int, int, const float*, const float*, float*, int);
