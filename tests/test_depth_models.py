@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from immersivedepth.depth.models import (
     DAV2_CONFIGS,
@@ -379,3 +380,263 @@ def test_damaged_layout_lists_keys(ckpt_files, tmp_path):
     assert "1 missing keys" in msg and "refinenet2.out_conv.weight" in msg
     assert "1 unexpected keys" in msg and "extra.thing" in msg
     assert "layer1_rn.weight: file (64, 40, 3, 3) vs expected (64, 48, 3, 3)" in msg
+
+
+# ---------------------------------------------------------------------------------------------------------
+# CPU fast paths: Winograd 3x3 convolution, DPT head tail, Swin V2 window attention caches
+# ---------------------------------------------------------------------------------------------------------
+def _close(a: torch.Tensor, b: torch.Tensor, rel: float = 1e-5) -> bool:
+    a, b = a.detach(), b.detach()
+    return float((a - b).abs().max()) <= rel * float(b.abs().max())
+
+
+@pytest.mark.parametrize("shape,out_ch,bias,band_bytes,channels_last", [
+    ((1, 128, 16, 16), 128, True, 4 * 2**20, True),
+    ((2, 128, 12, 20), 160, False, 1, False),  # one tile row per band, NCHW input, no bias
+    ((3, 144, 8, 6), 128, True, 40_000, True),  # several rows per band, last band partial
+])
+def test_winograd_conv_matches_conv2d(shape, out_ch, bias, band_bytes, channels_last):
+    from immersivedepth.depth.models.dpt_head import WinogradConv2d
+
+    torch.manual_seed(0)
+    conv = WinogradConv2d(shape[1], out_ch, bias=bias, band_bytes=band_bytes, min_pixels=1)
+    with torch.no_grad():
+        if bias:
+            conv.bias.normal_()  # a visible bias
+    x = torch.randn(shape)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        assert conv.uses_winograd(x)
+        out = conv(x)
+        ref = F.conv2d(x, conv.weight, conv.bias, padding=1)
+    assert out.shape == ref.shape and _close(out, ref)
+
+
+def test_winograd_conv_falls_back_to_direct_convolution():
+    from immersivedepth.depth.models.dpt_head import WinogradConv2d
+
+    torch.manual_seed(1)
+    conv = WinogradConv2d(128, 128, min_pixels=64)
+    odd = torch.randn(1, 128, 9, 10)
+    thin = WinogradConv2d(64, 128, min_pixels=64)
+    with torch.inference_mode():
+        assert not conv.uses_winograd(odd)  # odd height: F(2x2,3x3) tiles need even sizes
+        assert torch.equal(conv(odd), F.conv2d(odd, conv.weight, conv.bias, padding=1))
+        assert not thin.uses_winograd(torch.randn(1, 64, 8, 8))  # below min_channels
+        assert conv.uses_winograd(torch.randn(1, 128, 8, 8)) and not conv.uses_winograd(torch.randn(1, 128, 6, 6))
+    x = torch.randn(1, 128, 8, 8, requires_grad=True)
+    assert not conv.uses_winograd(x)  # autograd on: the ordinary convolution (and its gradients)
+    conv(x).square().sum().backward()
+    w = conv.weight.detach().clone().requires_grad_(True)
+    F.conv2d(x.detach(), w, conv.bias.detach(), padding=1).square().sum().backward()
+    assert conv.weight.grad is not None and _close(conv.weight.grad, w.grad)
+
+
+def test_winograd_kernel_cache_follows_weight_changes():
+    from immersivedepth.depth.models.dpt_head import WinogradConv2d, winograd_weights
+
+    torch.manual_seed(2)
+    conv = WinogradConv2d(128, 128, min_pixels=64)
+    x = torch.randn(1, 128, 8, 8)
+    with torch.inference_mode():
+        assert conv.uses_winograd(x)
+        first = conv(x)
+        kernels = conv.winograd_kernels()
+        assert conv.winograd_kernels() is kernels  # cached
+        assert torch.equal(kernels, winograd_weights(conv.weight))
+    with torch.no_grad():
+        conv.weight.mul_(-2.0)  # in-place edit bumps the version counter
+    with torch.inference_mode():
+        second = conv(x)
+    assert _close(second, F.conv2d(x, conv.weight, conv.bias, padding=1))
+    assert not _close(second, first, rel=0.5)
+    other = WinogradConv2d(128, 128)
+    conv.load_state_dict(other.state_dict())
+    with torch.inference_mode():
+        assert _close(conv(x), F.conv2d(x, other.weight, other.bias, padding=1))
+    conv.weight.data.zero_()  # bypasses version tracking: the documented clear_cache() call is needed
+    conv.clear_cache()
+    with torch.inference_mode():
+        assert _close(conv(x), conv.bias.view(1, -1, 1, 1).expand(1, 128, 8, 8))
+
+
+@pytest.mark.parametrize("min_channels", [16, 32])  # 4 x 2 / 2 x 1 (streamed) channel groups in the tail
+def test_dpt_head_fast_paths_match_the_plain_formulation(min_channels):
+    """1x1 fusion convolution before the upsampling, chunked tail, Winograd: same result as the textbook order."""
+    from immersivedepth.depth.models.dpt_head import DPTHead, WinogradConv2d
+
+    torch.manual_seed(3)
+    f = 128
+    head = DPTHead([32, 32, 32, 32], [None] * 4, ("up4", "up2", "none", "down2"), f, chunk_bytes=2**14,
+                   chunk_min_channels=min_channels).eval()
+    with torch.no_grad():  # a mostly positive (ReLU'd) output, so the comparison means something
+        head.out_conv2.bias.fill_(0.5)
+        head.out_conv3.weight.abs_()
+        head.out_conv3.bias.fill_(0.1)
+    taps = [torch.randn(3, 36, 32) for _ in range(4)]  # batch 3 forces several batch and channel chunks
+    plain = DPTHead([32, 32, 32, 32], [None] * 4, ("up4", "up2", "none", "down2"), f, chunk_bytes=None).eval()
+    plain.load_state_dict(head.state_dict())
+    for mod in (*head.modules(), *plain.modules()):  # Winograd on these small maps too
+        if isinstance(mod, WinogradConv2d):
+            mod.min_pixels = 1
+
+    def textbook(h):  # the official DPT order, ordinary convolutions
+        feats = [h.layer_rn[i](h.reassemble[i](t, None, (6, 6))) for i, t in enumerate(taps)]
+
+        def fuse(blk, x, skip, size):
+            if skip is not None:
+                x = x + blk.res1(skip)
+            x = F.interpolate(blk.res2(x), size=size, mode="bilinear", align_corners=True)
+            return blk.out_conv(x)
+        path = fuse(h.fusion[3], feats[3], None, feats[2].shape[-2:])
+        path = fuse(h.fusion[2], path, feats[2], feats[1].shape[-2:])
+        path = fuse(h.fusion[1], path, feats[1], feats[0].shape[-2:])
+        path = fuse(h.fusion[0], path, feats[0], tuple(2 * s for s in feats[0].shape[-2:]))
+        out = F.interpolate(h.out_conv1(path), size=(50, 46), mode="bilinear", align_corners=True)
+        return F.relu(h.out_conv3(F.relu(h.out_conv2(out))))
+
+    with torch.no_grad():  # grad off but not inference mode: Winograd and the chunks are active
+        ref = textbook(plain)
+        with torch.enable_grad():  # the ordinary path (autograd on) for comparison
+            ref_grad = textbook(plain).detach()
+        out = head(taps, None, (6, 6), out_size=(50, 46))
+        out_plain = plain(taps, None, (6, 6), out_size=(50, 46))
+    assert out.shape == (3, 1, 50, 46) and float((ref_grad > 0).float().mean()) > 0.5
+    assert _close(out, ref_grad) and _close(out_plain, ref_grad) and _close(ref, ref_grad)
+
+
+def test_dpt_head_options_are_checked():
+    from immersivedepth.depth.models.dpt_head import DPTHead
+
+    with pytest.raises(ValueError, match="chunk_bytes must be a positive byte count or None, got 0"):
+        DPTHead([8] * 4, [None] * 4, ["none"] * 4, 16, chunk_bytes=0)
+    with pytest.raises(ValueError, match="chunk_min_channels must be >= 1, got 0"):
+        DPTHead([8] * 4, [None] * 4, ["none"] * 4, 16, chunk_min_channels=0)
+
+
+def _swin_attention(seed: int = 4):
+    from timm.models.swin_transformer_v2 import WindowAttention
+
+    from immersivedepth.depth.models.midas import _SdpaWindowAttention
+
+    torch.manual_seed(seed)
+    timm_attn = WindowAttention(48, window_size=(4, 4), num_heads=3, pretrained_window_size=(0, 0)).eval()
+    with torch.no_grad():
+        for p in timm_attn.parameters():
+            p.normal_(0.0, 0.3)
+    ours = WindowAttention(48, window_size=(4, 4), num_heads=3, pretrained_window_size=(0, 0)).eval()
+    ours.load_state_dict(timm_attn.state_dict())
+    ours.__class__ = _SdpaWindowAttention
+    mask = torch.zeros(2, 16, 16)
+    mask[1, :8, 8:] = mask[1, 8:, :8] = -100.0
+    return timm_attn, ours, mask
+
+
+def _timm_bias(attn) -> torch.Tensor:
+    table = attn.cpb_mlp(attn.relative_coords_table).view(-1, attn.num_heads)
+    bias = table[attn.relative_position_index.view(-1)].view(16, 16, -1).permute(2, 0, 1)
+    return 16 * torch.sigmoid(bias)
+
+
+def test_swin_window_attention_matches_timm_and_caches_its_bias():
+    timm_attn, ours, mask = _swin_attention()
+    x = torch.randn(4, 16, 48)  # 2 images x 2 windows
+    with torch.inference_mode():
+        for m in (None, mask):
+            assert _close(ours(x, m), timm_attn(x, m))
+        bias = ours.attention_bias(mask)
+        assert bias.shape == (2, 3, 16, 16)
+        assert _close(bias, _timm_bias(ours).unsqueeze(0) + mask.unsqueeze(1), rel=1e-6)
+        assert ours.attention_bias(mask) is bias  # served from the cache
+        assert ours.attention_bias(None) is not bias
+        assert _close(ours(x[:2], mask), timm_attn(x[:2], mask))  # one image: mask broadcast directly
+
+
+def test_swin_attention_cache_follows_weight_changes():
+    timm_attn, ours, mask = _swin_attention()
+    x = torch.randn(2, 16, 48)
+    with torch.inference_mode():
+        before = ours.attention_bias(mask)
+    with torch.no_grad():  # in-place edits under no_grad bump the version counters
+        for attn in (ours, timm_attn):
+            attn.cpb_mlp[0].weight.add_(0.5)
+            attn.logit_scale.sub_(0.7)
+            attn.q_bias.add_(1.0)
+    with torch.inference_mode():
+        after = ours.attention_bias(mask)
+        assert after is not before and not _close(after, before, rel=1e-3)
+        assert _close(ours(x, mask), timm_attn(x, mask))
+    _, fresh, _ = _swin_attention(seed=5)
+    ours.load_state_dict(fresh.state_dict())
+    with torch.inference_mode():
+        assert _close(ours(x, mask), fresh(x, mask))
+    ours.cpb_mlp[2].weight.data.mul_(3.0)  # bypasses version tracking: clear_cache() is the documented remedy
+    ours.clear_cache()
+    with torch.inference_mode():
+        assert _close(ours.attention_bias(None), _timm_bias(ours).unsqueeze(0), rel=1e-6)
+
+
+def test_swin_attention_does_not_cache_with_autograd():
+    timm_attn, ours, mask = _swin_attention()
+    ours.clear_cache()
+    x = torch.randn(2, 16, 48)
+    out = ours(x, mask)
+    assert ours.__dict__["_infer_cache"] == {}  # nothing stored while autograd is on
+    out.square().sum().backward()
+    timm_attn(x, mask).square().sum().backward()
+    for a, b in zip(ours.cpb_mlp.parameters(), timm_attn.cpb_mlp.parameters()):
+        assert a.grad is not None and _close(a.grad, b.grad, rel=1e-4)
+
+
+def test_swin_window_permutation_matches_roll_and_partition():
+    from timm.models.swin_transformer_v2 import window_partition, window_reverse
+
+    backbone = build_network("midas", "dpt_swin2_tiny_256", device="meta").backbone
+    x = torch.randn(2, 8, 12, 5)
+    for shift in [(0, 0), (2, 2), (1, 3)]:
+        gather, scatter = backbone.window_permutation(2, 8, 12, (4, 4), shift, "cpu")
+        rolled = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
+        assert torch.equal(x.reshape(-1, 5)[gather], window_partition(rolled, (4, 4)).reshape(-1, 5))
+        windows = torch.randn(2 * 6, 4, 4, 5)
+        expect = torch.roll(window_reverse(windows, (4, 4), (8, 12)), shifts=shift, dims=(1, 2))
+        assert torch.equal(windows.reshape(-1, 5)[scatter], expect.reshape(-1, 5))
+
+
+def test_swin_backbone_fast_path_matches_timm_blocks():
+    from immersivedepth.depth.models.midas import Swin2Backbone
+
+    torch.manual_seed(6)
+    cfg = MIDAS_CONFIGS["dpt_swin2_tiny_256"]
+    fast, plain = Swin2Backbone(cfg).eval(), Swin2Backbone(cfg, fast_attention=False).eval()
+    with torch.no_grad():
+        for p in plain.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # off the init values (e.g. non-zero biases)
+    fast.load_state_dict(plain.state_dict())
+    x = torch.randn(1, 3, 256, 256)  # batches of several images: test_swin_window_attention_matches_timm...
+    with torch.inference_mode():
+        taps, _, grid = fast(x)
+        ref, _, ref_grid = plain(x)
+        again, _, _ = fast(x)  # second call: every cache hit
+    assert grid == ref_grid == (64, 64)
+    for a, b, c in zip(taps, ref, again):
+        assert a.shape == b.shape and _close(a, b, rel=1e-4) and torch.equal(a, c)
+
+
+def test_tensor_snapshot_tracks_identity_and_versions():
+    from immersivedepth.depth.models.dpt_head import TensorSnapshot
+
+    a, b = torch.ones(3), torch.ones(3)
+    snap = TensorSnapshot(a, None)
+    assert snap.valid and snap.matches(a, None)
+    assert not snap.matches(b, None)  # an equal-valued but different tensor
+    assert not snap.matches(a, a) and not snap.matches(a)
+    with torch.no_grad():
+        a.add_(1.0)
+    assert not snap.matches(a, None)  # in-place edit
+    snap = TensorSnapshot(a)
+    a.data.add_(1.0)
+    assert snap.matches(a)  # .data edits are invisible: the documented clear_cache() case
+    with torch.inference_mode():
+        c = torch.ones(2)
+    assert not TensorSnapshot(c).valid and not TensorSnapshot(c).matches(c)

@@ -12,17 +12,156 @@ The module names here are ours; each family maps them to and from its official c
 * where the reassemble layers live and whether a readout token is projected (MiDaS ViT/BEiT: ``project``),
 * which resampling each level uses (``resize``: ConvTranspose k=s=4, k=s=2, identity, Conv s=2),
 * the size of the final upsampling (DA V2: to ``14 * patch grid``; MiDaS: ``2 x`` the finest fusion map).
+
+CPU inference fast paths, each equal to the textbook order up to float rounding: wide 3x3 convolutions by
+Winograd F(2x2,3x3) (:class:`WinogradConv2d`, autograd off only); each fusion block's 1x1 output convolution
+before its bilinear upsampling (both linear, the bilinear weights sum to 1); the high-resolution tail in
+batch/channel chunks that keep every intermediate below glibc's mmap threshold (``chunk_bytes``).
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ResidualConvUnit", "FusionBlock", "Reassemble", "DPTHead"]
+__all__ = ["TensorSnapshot", "WinogradConv2d", "ResidualConvUnit", "FusionBlock", "Reassemble", "DPTHead"]
+
+
+class TensorSnapshot:
+    """Identity (weak reference), storage address and in-place version counter of some tensors: a cache key
+    for values derived from them. ``matches(*tensors)`` is False as soon as one of them was replaced by another
+    tensor, moved to other storage or modified in place through autograd-visible operations (``copy_`` in
+    ``load_state_dict``, optimiser steps, in-place ops under ``torch.no_grad``). Edits through ``.data`` are
+    invisible to the version counter. ``valid`` is False for inference tensors (no version counter), whose
+    derived values must not be cached.
+    """
+
+    __slots__ = ("refs", "state", "valid")
+
+    def __init__(self, *tensors: torch.Tensor | None):
+        self.valid = not any(t is not None and t.is_inference() for t in tensors)
+        self.refs = tuple(None if t is None else weakref.ref(t) for t in tensors)
+        self.state = tuple(None if t is None or not self.valid else (t.data_ptr(), t._version, t.dtype, t.device,
+                                                                       tuple(t.shape)) for t in tensors)
+
+    def matches(self, *tensors: torch.Tensor | None) -> bool:
+        if not self.valid or len(tensors) != len(self.refs):
+            return False
+        for t, ref, st in zip(tensors, self.refs, self.state):
+            if t is None or ref is None:
+                if t is not ref:
+                    return False
+                continue
+            if ref() is not t or t.is_inference() or st != (t.data_ptr(), t._version, t.dtype, t.device,
+                                                            tuple(t.shape)):
+                return False
+        return True
+
+# Winograd F(2x2, 3x3) (Lavin & Gray 2016): Y = A^T [(G g G^T) * (B^T d B)] A on 4x4 input tiles, stride 2
+_WINO_BT = ((1.0, 0.0, -1.0, 0.0), (0.0, 1.0, 1.0, 0.0), (0.0, -1.0, 1.0, 0.0), (0.0, 1.0, 0.0, -1.0))
+_WINO_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
+_WINO_AT = ((1.0, 1.0, 1.0, 0.0), (0.0, 1.0, -1.0, -1.0))
+_WINO_MATS: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _wino_transforms(device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(kron(B^T, B^T) (16,16), kron(A^T, A^T) (4,16))`` on ``device``/``dtype``."""
+    key = (str(device), dtype)
+    if key not in _WINO_MATS:
+        bt, at = torch.tensor(_WINO_BT, dtype=torch.float64), torch.tensor(_WINO_AT, dtype=torch.float64)
+        _WINO_MATS[key] = (torch.kron(bt, bt).to(device, dtype), torch.kron(at, at).to(device, dtype))
+    return _WINO_MATS[key]
+
+
+def winograd_weights(weight: torch.Tensor) -> torch.Tensor:
+    """3x3 kernels (K,C,3,3) -> their F(2x2,3x3) transforms ``G g G^T`` as (16, C, K), computed in float64."""
+    g = torch.tensor(_WINO_G, dtype=torch.float64, device=weight.device)
+    u = torch.einsum("ar,kcrs,bs->abck", g, weight.detach().double(), g)
+    return u.reshape(16, weight.shape[1], weight.shape[0]).to(weight.dtype).contiguous()
+
+
+def winograd_conv3x3(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None, band_bytes: int) -> torch.Tensor:
+    """Stride-1, zero-padding-1 3x3 convolution by Winograd F(2x2,3x3): (B,C,H,W), H and W even -> (B,K,H,W).
+
+    ``u`` (16,C,K) from :func:`winograd_weights`. 4x4 input tiles (stride 2) are transformed with one small
+    matmul, the 16 tile positions multiplied with one batched matmul (2.25x fewer multiply-adds than the
+    direct convolution), the 2x2 outputs transformed back and the bias added while writing them in place.
+    Work runs in bands of tile rows whose transformed tiles take about ``band_bytes`` (cache-sized
+    buffers). Result in channels-last memory format; equal to ``F.conv2d`` up to float rounding (the
+    transforms only use the factors 0, +-1 and +-1/2).
+    """
+    b, c, h, w = x.shape
+    k = u.shape[2]
+    kin, kout = _wino_transforms(x.device, x.dtype)
+    xn = x.permute(0, 2, 3, 1)  # (B,H,W,C) view (contiguous for channels-last input)
+    th, tw = h // 2, w // 2
+    y = torch.empty((b, h, w, k), dtype=x.dtype, device=x.device)
+    rows = max(1, band_bytes // (16 * max(c, k) * x.element_size() * tw))
+    for bi in range(b):
+        for i0 in range(0, th, rows):
+            nr = min(th, i0 + rows) - i0
+            nt = nr * tw
+            r0, r1 = 2 * i0 - 1, 2 * (i0 + nr) + 1  # input rows of the band's tiles, incl. the zero border
+            slab = F.pad(xn[bi, max(r0, 0): min(r1, h)], (0, 0, 1, 1, max(0, -r0), max(0, r1 - h)))
+            s_h, s_w, _ = slab.stride()
+            tiles = slab.as_strided((4, 4, nr, tw, c), (s_h, s_w, 2 * s_h, 2 * s_w, 1))
+            v = torch.mm(kin, tiles.reshape(16, nt * c)).view(16, nt, c)
+            m = torch.bmm(v, u)  # (16, nt, K)
+            o = torch.mm(kout, m.view(16, nt * k)).view(2, 2, nr, tw, k).permute(2, 0, 3, 1, 4)
+            dst = y[bi, 2 * i0: 2 * (i0 + nr)].view(nr, 2, tw, 2, k)
+            if bias is None:
+                dst.copy_(o)
+            else:
+                torch.add(o, bias, out=dst)
+    return y.permute(0, 3, 1, 2)
+
+
+class WinogradConv2d(nn.Conv2d):
+    """A 3x3, stride-1, padding-1 ``nn.Conv2d`` (same parameters and state dict) that runs inference on CPU
+    by Winograd F(2x2,3x3) (:func:`winograd_conv3x3`) when it pays off.
+
+    Used when autograd is off, the input is a float32 CPU tensor with even H and W, H*W is at least
+    ``min_pixels`` (smaller maps gain too little for the extra operator calls) and both channel counts are at
+    least ``min_channels`` (below that the batched matmul is too thin to beat oneDNN's direct convolution);
+    otherwise the ordinary convolution runs. The transformed kernels are cached, keyed on the
+    weight's ``data_ptr`` and in-place version counter (``load_state_dict``, optimiser steps and in-place
+    edits under ``torch.no_grad`` invalidate them; edits through ``.data`` need :meth:`clear_cache`).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, bias: bool = True, *, min_channels: int = 128,
+                 min_pixels: int = 32 * 32, band_bytes: int = 8 * 2**20):
+        super().__init__(in_channels, out_channels, kernel_size=3, stride=1, padding=1, bias=bias)
+        self.min_channels = min_channels
+        self.min_pixels = min_pixels
+        self.band_bytes = band_bytes
+        self._wino: tuple | None = None
+
+    def clear_cache(self) -> None:
+        """Drop the cached Winograd kernels."""
+        self._wino = None
+
+    def uses_winograd(self, x: torch.Tensor) -> bool:
+        """Whether ``forward(x)`` takes the Winograd path."""
+        return (not torch.is_grad_enabled() and x.device.type == "cpu" and x.dtype == torch.float32
+                and x.ndim == 4 and x.shape[-2] % 2 == 0 and x.shape[-1] % 2 == 0
+                and x.shape[-2] * x.shape[-1] >= self.min_pixels
+                and min(self.in_channels, self.out_channels) >= self.min_channels
+                and not self.weight.is_inference() and self.padding_mode == "zeros")
+
+    def winograd_kernels(self) -> torch.Tensor:
+        """The cached (16, C, K) transformed kernels (recomputed when the weight changed)."""
+        if self._wino is None or not self._wino[0].matches(self.weight):
+            self._wino = (TensorSnapshot(self.weight), winograd_weights(self.weight))
+        return self._wino[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.uses_winograd(x):
+            return super().forward(x)
+        return winograd_conv3x3(x, self.winograd_kernels(), self.bias, self.band_bytes)
 
 
 class ResidualConvUnit(nn.Module):
@@ -30,13 +169,12 @@ class ResidualConvUnit(nn.Module):
 
     def __init__(self, features: int):
         super().__init__()
-        self.conv1 = nn.Conv2d(features, features, kernel_size=3, stride=1, padding=1, bias=True)
-        self.conv2 = nn.Conv2d(features, features, kernel_size=3, stride=1, padding=1, bias=True)
+        self.conv1 = WinogradConv2d(features, features)
+        self.conv2 = WinogradConv2d(features, features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv1(F.relu(x))
-        out = self.conv2(F.relu(out))
-        return out + x
+        out = F.relu(self.conv1(F.relu(x)), inplace=True)  # in place on a fresh conv output (autograd-safe)
+        return self.conv2(out).add_(x)
 
 
 class FusionBlock(nn.Module):
@@ -44,6 +182,10 @@ class FusionBlock(nn.Module):
 
     ``forward(x (B,C,h,w), skip (B,C,h,w) | None, size (H,W))`` -> (B,C,H,W); the upsampling is bilinear with
     ``align_corners=True`` (for which a ``scale_factor=2`` call and ``size=(2h,2w)`` are the same operation).
+
+    The 1x1 ``out_conv`` runs *before* the upsampling: both are linear, and every bilinear output pixel is a
+    convex combination of input pixels (weights summing to 1, so the bias passes through unchanged), hence
+    ``out_conv(up(y)) == up(out_conv(y))`` up to float rounding, at a quarter of the convolution's cost.
     """
 
     def __init__(self, features: int):
@@ -52,12 +194,27 @@ class FusionBlock(nn.Module):
         self.res2 = ResidualConvUnit(features)
         self.out_conv = nn.Conv2d(features, features, kernel_size=1, stride=1, padding=0, bias=True)
 
-    def forward(self, x: torch.Tensor, skip: torch.Tensor | None, size: Sequence[int]) -> torch.Tensor:
+    def refine(self, x: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
+        """``out_conv(res2(x + res1(skip)))`` at the input resolution: (B,C,h,w) -> (B,C,h,w)."""
         if skip is not None:
-            x = x + self.res1(skip)
-        x = self.res2(x)
-        x = F.interpolate(x, size=tuple(int(s) for s in size), mode="bilinear", align_corners=True)
-        return self.out_conv(x)
+            x = self.res1(skip).add_(x)
+        return self.out_conv(self.res2(x))
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None, size: Sequence[int]) -> torch.Tensor:
+        return _upsample(self.refine(x, skip), size)
+
+
+def _upsample(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Bilinear, ``align_corners=True`` resize of (B,C,h,w) to (B,C,*size)."""
+    return F.interpolate(x, size=(int(size[0]), int(size[1])), mode="bilinear", align_corners=True)
+
+
+def _groups(n: int, item_bytes: int, budget: int, min_items: int = 1) -> list[slice]:
+    """Split ``range(n)`` into near-equal contiguous slices whose items total at most ``budget`` bytes each, but
+    with at least ``min_items`` items per slice (so a slice may exceed the budget)."""
+    k = max(1, min(n // max(min_items, 1), -(-n * item_bytes // max(budget, 1))))  # number of groups
+    step = -(-n // k)
+    return [slice(i, min(i + step, n)) for i in range(0, n, step)]
 
 
 class Reassemble(nn.Module):
@@ -125,6 +282,13 @@ class DPTHead(nn.Module):
         features: fusion width (DA V2: 64/128/256/384; MiDaS: 256).
         readout: ``"project"`` or ``"ignore"`` for the token levels.
         head_features_2: channels of the second output conv (32 in both families).
+        chunk_bytes: the largest intermediate tensor the high-resolution tail (finest fusion upsampling, the
+            output convolutions and the final upsampling) allocates; bigger ones are computed in batch and
+            channel chunks with the same result up to float rounding. Allocations above glibc's 32 MiB mmap
+            ceiling are fresh, page-faulted memory on every call (~20 ms per 32 MiB on CPU), which costs more
+            than the few extra operator calls of the chunks. ``None``: no chunking.
+        chunk_min_channels: channel chunks are never narrower than this (thin convolutions lose more than
+            the page faults cost).
 
     ``forward(taps, cls_tokens, grid, out_size)``: ``taps`` four tensors, each (B,N,D) tokens on the
     ``grid`` (h,w) or (B,C,h_i,w_i) maps; ``cls_tokens`` four (B,D) tensors or ``None``; ``out_size`` the
@@ -139,8 +303,16 @@ class DPTHead(nn.Module):
         features: int,
         readout: Sequence[str] | str = "ignore",
         head_features_2: int = 32,
+        chunk_bytes: int | None = 16 * 2**20,
+        chunk_min_channels: int = 32,
     ):
         super().__init__()
+        if chunk_bytes is not None and chunk_bytes < 1:
+            raise ValueError(f"chunk_bytes must be a positive byte count or None, got {chunk_bytes}")
+        if chunk_min_channels < 1:
+            raise ValueError(f"chunk_min_channels must be >= 1, got {chunk_min_channels}")
+        self.chunk_bytes = chunk_bytes
+        self.chunk_min_channels = chunk_min_channels
         if isinstance(readout, str):
             readout = [readout] * len(in_channels)
         self.reassemble = nn.ModuleList(
@@ -148,10 +320,10 @@ class DPTHead(nn.Module):
         )
         level_channels = [r if r is not None else c for c, r in zip(in_channels, reassemble_channels)]
         self.layer_rn = nn.ModuleList(
-            nn.Conv2d(c, features, kernel_size=3, stride=1, padding=1, bias=False) for c in level_channels
+            WinogradConv2d(c, features, bias=False) for c in level_channels
         )
         self.fusion = nn.ModuleList(FusionBlock(features) for _ in level_channels)
-        self.out_conv1 = nn.Conv2d(features, features // 2, kernel_size=3, stride=1, padding=1)
+        self.out_conv1 = WinogradConv2d(features, features // 2)
         self.out_conv2 = nn.Conv2d(features // 2, head_features_2, kernel_size=3, stride=1, padding=1)
         self.out_conv3 = nn.Conv2d(head_features_2, 1, kernel_size=1, stride=1, padding=0)
 
@@ -168,13 +340,56 @@ class DPTHead(nn.Module):
         n = len(feats)
         # coarse-to-fine: fusion[n-1] takes the coarsest level alone, every finer one adds its skip
         path = self.fusion[n - 1](feats[n - 1], None, feats[n - 2].shape[-2:])
-        for i in range(n - 2, -1, -1):
-            size = feats[i - 1].shape[-2:] if i > 0 else (2 * feats[0].shape[-2], 2 * feats[0].shape[-1])
-            path = self.fusion[i](path, feats[i], size)
-        out = self.out_conv1(path)
+        for i in range(n - 2, 0, -1):
+            path = self.fusion[i](path, feats[i], feats[i - 1].shape[-2:])
+        low = self.fusion[0].refine(path, feats[0])  # (B,F,h0,w0); upsampled to 2x in the tail
+        mid_size = (2 * feats[0].shape[-2], 2 * feats[0].shape[-1])
         if out_size is None:
-            out_size = (2 * out.shape[-2], 2 * out.shape[-1])
-        out = F.interpolate(out, size=tuple(int(s) for s in out_size), mode="bilinear", align_corners=True)
-        out = F.relu(self.out_conv2(out))
-        out = F.relu(self.out_conv3(out))
-        return out
+            out_size = (2 * mid_size[0], 2 * mid_size[1])
+        out_size = (int(out_size[0]), int(out_size[1]))
+        return self._tail(low, mid_size, out_size)
+
+    def _tail(self, low: torch.Tensor, mid_size: tuple[int, int], out_size: tuple[int, int]) -> torch.Tensor:
+        """``relu(conv3(relu(conv2(up(conv1(up(low)))))))``: (B,F,h0,w0) -> (B,1,H,W), in memory-bounded chunks.
+
+        Batch chunks keep ``up(low)`` within ``chunk_bytes``; inside a chunk the final upsampling runs on groups
+        of input channels (each group's share of ``out_conv2`` summed), and ``out_conv2`` on groups of output
+        channels (each group's share of the 1x1 ``out_conv3`` summed).
+        """
+        budget = self.chunk_bytes
+        b, f, _, _ = low.shape
+        esize = low.element_size()
+        if budget is None:
+            batches = [slice(0, b)]
+        else:
+            batches = _groups(b, f * mid_size[0] * mid_size[1] * esize, budget)
+        w2, b2 = self.out_conv2.weight, self.out_conv2.bias
+        w3, b3 = self.out_conv3.weight, self.out_conv3.bias
+        c_in, c_out = w2.shape[1], w2.shape[0]
+        outs = []
+        for bs in batches:
+            x = self.out_conv1(_upsample(low[bs], mid_size))
+            nb = x.shape[0]
+            plane = nb * out_size[0] * out_size[1] * esize
+            if budget is None or max(c_in, c_out) * plane <= budget:
+                y = F.relu(self.out_conv2(_upsample(x, out_size)), inplace=True)
+                outs.append(F.relu(self.out_conv3(y), inplace=True))
+                continue
+            in_groups = _groups(c_in, plane, budget, self.chunk_min_channels)
+            out_groups = _groups(c_out, plane, budget, self.chunk_min_channels)
+            # one output group: upsample each input group just before its use (one upsampled group alive at a
+            # time, so its memory is recycled); several: upsample once, reuse for every output group
+            ups = None if len(out_groups) == 1 else [_upsample(x[:, g], out_size) for g in in_groups]
+            acc = None
+            for og in out_groups:
+                y = None
+                for j, g in enumerate(in_groups):
+                    u = _upsample(x[:, g], out_size) if ups is None else ups[j]
+                    part = F.conv2d(u, w2[og, g], b2[og] if y is None and b2 is not None else None, padding=1)
+                    y = part if y is None else y.add_(part)
+                    del u
+                y = F.relu(y, inplace=True)
+                part = F.conv2d(y, w3[:, og], b3 if acc is None else None)
+                acc = part if acc is None else acc.add_(part)
+            outs.append(F.relu(acc, inplace=True))
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)

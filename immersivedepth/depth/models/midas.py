@@ -15,6 +15,12 @@ What MiDaS changes in the timm models, done here without monkey-patching:
   (``forward_flex``); the hybrid's first two taps are the ResNet stages 1 and 2.
 * Swin V2: taps are the last block outputs of each stage (timm >= 1.0 blocks are NHWC); timm 0.6 stores each
   stage's patch-merging at the end of the stage, timm 1.0 at the start of the next one (key remap below).
+
+CPU inference speed (same result up to float rounding): Swin V2 window attention through
+``F.scaled_dot_product_attention`` with the weight-only terms (continuous position bias + shift mask, qkv
+bias, logit scale) cached while autograd is off (:class:`_SdpaWindowAttention`), cyclic shift + window
+partition as one precomputed row gather (:meth:`Swin2Backbone.block_forward`); the head's fast paths are in
+:mod:`~immersivedepth.depth.models.dpt_head`.
 """
 
 from __future__ import annotations
@@ -25,10 +31,11 @@ from dataclasses import dataclass
 import timm
 import torch
 import torch.nn.functional as F
+from timm.models.swin_transformer_v2 import PatchMerging as PatchMergingV2
 from timm.models.swin_transformer_v2 import WindowAttention as WindowAttentionV2
 from torch import nn
 
-from .dpt_head import DPTHead
+from .dpt_head import DPTHead, TensorSnapshot
 from .keymap import Rule, level_rule, rename_key, rules
 from .preprocess import ResizeRule
 
@@ -245,24 +252,94 @@ class _SdpaWindowAttention(WindowAttentionV2):
     Same parameters, buffers and result (up to float rounding) as timm's ``WindowAttention.forward``: cosine
     attention with the per-head clamped ``logit_scale`` folded into the normalised queries, the continuous
     position bias ``16 * sigmoid(cpb_mlp(table))`` and the shift mask passed as an additive ``attn_mask``.
+
+    Inference cache: with autograd off (``torch.no_grad`` / ``torch.inference_mode``) the weight-only terms
+    (the concatenated qkv bias, the clamped ``exp(logit_scale)`` and the position bias, with the shift mask
+    added) are computed once and reused. The cache key holds ``data_ptr`` and the in-place version counter of
+    every tensor involved (``cpb_mlp`` weights, ``logit_scale``, q/k/v biases, the coordinate table and index
+    buffers, the mask), so ``load_state_dict``, optimiser steps, ``.to()`` and in-place edits under
+    ``torch.no_grad`` invalidate it. Edits through ``.data`` bypass version counting: call
+    :meth:`clear_cache` after those. With autograd on, everything is recomputed (and nothing is cached).
+    The full bias (nW or 1, nH, N, N) is cached when it takes at most ``full_bias_cache_bytes``; beyond that
+    only the small (2Wh-1)(2Ww-1) x nH table of ``16 * sigmoid(cpb_mlp(table))`` is, and gathered per call.
     """
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        b_, n, c = x.shape
-        qkv_bias = torch.cat((self.q_bias, self.k_bias, self.v_bias)) if self.q_bias is not None else None
-        qkv = F.linear(x, self.qkv.weight, qkv_bias).reshape(b_, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
-        scale = torch.clamp(self.logit_scale, max=math.log(1.0 / 0.01)).exp()  # (nH,1,1)
-        q = F.normalize(q, dim=-1) * scale
-        k = F.normalize(k, dim=-1)
+    full_bias_cache_bytes: int = 16 * 2**20
+
+    def clear_cache(self) -> None:
+        """Drop the cached weight-derived tensors (recomputed on the next inference call)."""
+        self.__dict__["_infer_cache"] = {}
+
+    def _cached(self, name: str, tensors: tuple, compute):
+        """``compute()``, cached under ``name`` while ``tensors`` are unchanged (autograd off only)."""
+        if torch.is_grad_enabled():
+            return compute()
+        cache = self.__dict__.setdefault("_infer_cache", {})
+        hit = cache.get(name)
+        if hit is not None and hit[0].matches(*tensors):
+            return hit[1]
+        value = compute()
+        snapshot = TensorSnapshot(*tensors)
+        if snapshot.valid:
+            cache[name] = (snapshot, value)
+        return value
+
+    def _bias_table(self) -> torch.Tensor:
+        """``16 * sigmoid(cpb_mlp(relative_coords_table))`` as (nH, (2Wh-1)(2Ww-1)) (the sigmoid commutes with
+        the index gather, so applying it to the table is the same as timm's order)."""
         table = self.cpb_mlp(self.relative_coords_table).view(-1, self.num_heads)
-        bias = table[self.relative_position_index.view(-1)].view(n, n, -1).permute(2, 0, 1)
-        bias = (16 * torch.sigmoid(bias)).unsqueeze(0)  # (1,nH,N,N)
-        if mask is not None:
-            nw = mask.shape[0]
-            bias = (bias + mask.unsqueeze(1)).unsqueeze(0).expand(b_ // nw, -1, -1, -1, -1).reshape(
-                b_, self.num_heads, n, n)
-        o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=1.0)
+        return (16 * torch.sigmoid(table)).t().contiguous()
+
+    def attention_bias(self, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Additive attention bias: position bias (1, nH, N, N), plus the shift ``mask`` (nW, N, N) when given
+        -> (nW, nH, N, N). Cached in inference (see the class docstring)."""
+        n = self.relative_position_index.shape[0]
+        params = [*self.cpb_mlp.parameters(), self.relative_coords_table]
+        nw = 1 if mask is None else mask.shape[0]
+        full_bytes = nw * self.num_heads * n * n * self.relative_coords_table.element_size()
+
+        def table():
+            return self._bias_table()
+
+        def full():
+            t = self._cached("bias_table", tuple(params), table)
+            bias = t[:, self.relative_position_index.view(-1)].view(1, self.num_heads, n, n)
+            return bias if mask is None else bias + mask.unsqueeze(1).to(bias.dtype)
+
+        if full_bytes <= self.full_bias_cache_bytes:
+            name = "bias_full" if mask is None else "bias_full_masked"
+            return self._cached(name, (*params, self.relative_position_index, mask), full)
+        return full()
+
+    def _qkv_bias(self) -> torch.Tensor | None:
+        if self.q_bias is None:
+            return None
+        return self._cached("qkv_bias", (self.q_bias, self.k_bias, self.v_bias),
+                            lambda: torch.cat((self.q_bias, self.k_bias, self.v_bias)))
+
+    def _qk_scale(self) -> torch.Tensor:
+        """(2, nH, 1): the clamped ``exp(logit_scale)`` for the queries, ones for the keys."""
+        def compute():
+            scale = torch.clamp(self.logit_scale, max=math.log(1.0 / 0.01)).exp().view(1, self.num_heads, 1)
+            return torch.cat((scale, torch.ones_like(scale)))
+        return self._cached("qk_scale", (self.logit_scale,), compute)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B*nW, N, C) windows -> (B*nW, N, C); ``mask`` (nW, N, N) additive or ``None``."""
+        b_, n, c = x.shape
+        qkv = F.linear(x, self.qkv.weight, self._qkv_bias()).view(b_, n, 3, self.num_heads, -1)
+        qk = qkv[:, :, :2]
+        # F.normalize(q) * exp(logit_scale) and F.normalize(k) in one pass: x * (scale / max(|x|, eps))
+        norm = torch.linalg.vector_norm(qk, dim=-1, keepdim=True).clamp_min(1e-12)
+        qk = qk * torch.div(self._qk_scale(), norm)
+        q, k, v = qk[:, :, 0].transpose(1, 2), qk[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2)
+        bias = self.attention_bias(mask).to(q.dtype)
+        nw = bias.shape[0]
+        if nw == 1 or nw == b_:
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0)
+        else:  # B images of nW windows each: the (nW, nH, N, N) mask only broadcasts per image
+            o = torch.cat([F.scaled_dot_product_attention(q[i:i + nw], k[i:i + nw], v[i:i + nw], attn_mask=bias,
+                                                          scale=1.0) for i in range(0, b_, nw)])
         return self.proj(o.transpose(1, 2).reshape(b_, n, c))
 
 
@@ -270,7 +347,9 @@ class Swin2Backbone(nn.Module):
     """timm Swin Transformer V2 at its native (square) size; taps are stage outputs at the hooks, NCHW.
 
     ``fast_attention=True`` switches every window attention to :class:`_SdpaWindowAttention` (a subclass
-    with the same state; results equal to float rounding).
+    with the same state; results equal to float rounding) and runs the blocks with :meth:`block_forward`:
+    the cyclic shift and window partition (and their inverse) as one precomputed row gather each, no
+    zero-size padding copies, no partition at all when a window covers the whole map.
     """
 
     persistent_in_timm06 = ("attn_mask",)
@@ -278,11 +357,64 @@ class Swin2Backbone(nn.Module):
     def __init__(self, cfg: MidasConfig, fast_attention: bool = True):
         super().__init__()
         self.cfg = cfg
+        self.fast_attention = fast_attention
         self.model = timm.create_model(cfg.timm_name, pretrained=False)
+        self._perm_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         if fast_attention:
             for mod in self.model.modules():
                 if type(mod) is WindowAttentionV2:
                     mod.__class__ = _SdpaWindowAttention
+
+    def window_permutation(self, batch: int, height: int, width: int, window: tuple[int, int],
+                           shift: tuple[int, int], device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Row indices ``(gather, scatter)`` into (batch*height*width, C) raster-order tokens.
+
+        ``tokens[gather]`` equals timm's ``window_partition(torch.roll(x, -shift))`` flattened to
+        (batch*nW*Wh*Ww, C); ``windows[scatter]`` undoes it (``window_reverse`` then ``torch.roll(+shift)``).
+        """
+        key = (batch, height, width, tuple(window), tuple(shift), str(device))
+        hit = self._perm_cache.get(key)
+        if hit is not None:
+            return hit
+        wh, ww = window
+        sh, sw = shift
+        r = torch.arange(height).view(height // wh, 1, wh, 1)  # rows of the rolled map, window-major order
+        c = torch.arange(width).view(1, width // ww, 1, ww)
+        src = (((r + sh) % height) * width + (c + sw) % width).reshape(-1)  # (H*W,) raster index per window slot
+        gather = (torch.arange(batch).view(-1, 1) * (height * width) + src).reshape(-1)
+        scatter = torch.empty_like(gather)
+        scatter[gather] = torch.arange(gather.numel())
+        hit = (gather.to(device), scatter.to(device))
+        self._perm_cache[key] = hit
+        return hit
+
+    def block_forward(self, blk: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """One timm ``SwinTransformerV2Block`` (eval semantics): (B,H,W,C) -> (B,H,W,C)."""
+        b, h, w, c = x.shape
+        wh, ww = blk.window_size
+        if h % wh or w % ww or getattr(blk, "dynamic_mask", False):
+            return blk(x)  # padded windows: timm's own path
+        n = wh * ww
+        tokens = x.reshape(b * h * w, c)
+        if (wh, ww) == (h, w) and not any(blk.shift_size):
+            y = blk.attn(tokens.view(b, n, c), blk.attn_mask)  # one window per image: no partition
+        else:
+            gather, scatter = self.window_permutation(b, h, w, (wh, ww), blk.shift_size, x.device)
+            y = blk.attn(tokens.index_select(0, gather).view(-1, n, c), blk.attn_mask)
+            y = y.reshape(-1, c).index_select(0, scatter)
+        x = x + blk.drop_path1(blk.norm1(y.view(b, h, w, c)))
+        t = x.reshape(b, h * w, c)
+        t = t + blk.drop_path2(blk.norm2(blk.mlp(t)))
+        return t.view(b, h, w, c)
+
+    @staticmethod
+    def _downsample(ds: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """timm's PatchMerging without its (zero-size) padding copy on even maps: (B,H,W,C) -> (B,H/2,W/2,2C)."""
+        b, h, w, c = x.shape
+        if not isinstance(ds, PatchMergingV2) or h % 2 or w % 2:
+            return ds(x)
+        x = x.reshape(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5).flatten(3)
+        return ds.norm(ds.reduction(x))
 
     def forward(self, x: torch.Tensor):
         n = self.cfg.net_size
@@ -291,9 +423,12 @@ class Swin2Backbone(nn.Module):
         t = self.model.patch_embed(x)  # (B,h,w,C)
         taps = []
         for s, stage in enumerate(self.model.layers):
-            t = stage.downsample(t)
+            if self.fast_attention:
+                t = self._downsample(stage.downsample, t)
+            else:
+                t = stage.downsample(t)
             for i, blk in enumerate(stage.blocks):
-                t = blk(t)
+                t = self.block_forward(blk, t) if self.fast_attention else blk(t)
                 if i == self.cfg.hooks[s]:
                     taps.append(t.permute(0, 3, 1, 2))
         grid = tuple(taps[0].shape[-2:])
