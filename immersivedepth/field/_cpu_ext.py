@@ -1,8 +1,9 @@
 """Build-on-first-use loader for the fused C++ CPU kernels (``csrc/field_cpu.cpp``).
 
 The extension is compiled once with ``torch.utils.cpp_extension.load`` into a cache directory and reused by
-later processes. The build name includes a hash of the source, the torch version and the CPU's instruction-set
-flags, so an edited source, a new torch or a different machine sharing the cache never loads a stale binary.
+later processes. The build name includes a hash of the source (its path and content), the torch version and the
+CPU's instruction-set flags, so an edited source, a new torch or a different machine sharing the cache never loads
+a stale binary, and two checkouts do not keep rebuilding each other's build directory.
 
 Environment variables:
     IMMERSIVEDEPTH_EXT_CACHE     cache directory (default ``~/.cache/immersivedepth/torch_extensions``)
@@ -66,6 +67,7 @@ def _cflags() -> list[str]:
 
 def _build_name() -> str:
     h = hashlib.sha1()
+    h.update(str(SOURCE).encode())  # one build per checkout: ninja would rebuild a build dir shared by two paths
     h.update(SOURCE.read_bytes())
     h.update(torch.__version__.encode())
     h.update(_cpu_flags().encode())
