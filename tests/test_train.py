@@ -299,3 +299,32 @@ def test_training_on_cuda_resumes_on_cpu(tmp_path, scene_small):
     assert s["steps"] == 30 and math.isfinite(s["psnr"]) and s["psnr"] > 15.0
     field, info = load_trained_field(tmp_path / "gpu", device="cpu")
     assert next(field.parameters()).device.type == "cpu"
+
+
+def test_training_resolution_caps_wide_panoramas():
+    from immersivedepth.train.dataset import training_resolution
+
+    rng = np.random.default_rng(0)
+    rgb = rng.random((64, 128, 3)).astype(np.float32)
+    dist = rng.uniform(1.0, 5.0, (64, 128)).astype(np.float32)
+    dist[11, 21] = np.nan  # invalid, and under the centre of new pixel (5, 10) at factor 2 (odd rows/columns)
+    same_rgb, same_dist = training_resolution(rgb, dist, 128)
+    assert same_rgb is rgb and same_dist is dist  # not wider than the cap: untouched
+    assert training_resolution(rgb, dist, 0)[1] is dist  # 0 = no cap
+    small_rgb, small_dist = training_resolution(rgb, dist, 64)
+    assert small_rgb.shape == (32, 64, 3) and small_dist.shape == (32, 64)
+    # factor 2: colour is the 2x2 block mean, distance the pixel under the new pixel's centre (odd row/column)
+    np.testing.assert_allclose(small_rgb, rgb.reshape(32, 2, 64, 2, 3).mean((1, 3)), atol=1e-6)
+    np.testing.assert_array_equal(small_dist[~np.isnan(small_dist)], dist[1::2, 1::2][~np.isnan(small_dist)])
+    assert np.isnan(small_dist[5, 10])  # the NaN at (11, 21) stays invalid
+    with pytest.raises(ValueError, match=r"field.data.max_width must be an even number >= 16 \(or 0 for no cap\)"):
+        training_resolution(rgb, dist, 15)
+
+
+def test_wide_panorama_trains_at_the_capped_resolution(tmp_path, scene_small):
+    rgb, dist = scene_small  # 32 x 64
+    s = train_field(rgb, dist, tmp_path / "cap", _cfg(data={"max_width": 32}, optim={"steps": 2}), progress=False)
+    assert s["n_rays"] == 16 * 32
+    s = train_field(rgb, dist, tmp_path / "cap", _cfg(data={"max_width": 32}, optim={"steps": 4}), progress=False,
+                    resume=True)  # the input fingerprint is taken before the resize: resuming works
+    assert s["steps"] == 4

@@ -27,6 +27,7 @@ FIELD_DEFAULTS: dict = {
                  "train_color_samples": 4},
     "loss": {"color": 1.0, "color_kind": "mse", "color_beta": 0.05, "distance": 1.0, "distance_beta": 0.01,
              "distance_relative": True, "distortion": 0.05, "opacity": 0.1, "normal": 0.0},
+    "data": {"max_width": 2048},
     "masks": copy.deepcopy(MASK_DEFAULTS),
     "optim": {"steps": 1500, "batch_rays": 4096, "lr": 0.01, "warmup_steps": 100, "warmup_start_factor": 0.01,
               "final_lr_factor": 0.03, "betas": [0.9, 0.99], "eps": 1e-15, "fused": True},

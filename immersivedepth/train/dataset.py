@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from immersivedepth import sphere
 
-__all__ = ["MASK_DEFAULTS", "distance_normals", "supervision_masks", "PanoramaRays"]
+__all__ = ["MASK_DEFAULTS", "distance_normals", "supervision_masks", "PanoramaRays", "training_resolution"]
 
 MASK_DEFAULTS: dict = {
     "edge_threshold": 0.1,
@@ -32,6 +32,36 @@ MASK_DEFAULTS: dict = {
     "color_on_masked": True,
     "min_valid_fraction": 0.05,
 }
+
+
+def training_resolution(rgb: np.ndarray, distance: np.ndarray, max_width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The panorama and distance map the field trains on: unchanged up to ``max_width`` columns, else shrunk
+    to ``max_width x max_width/2``.
+
+    A training run only ever draws ``batch_rays x steps`` rays (about 2M for the presets), and the per-ray
+    caches cost memory and time in proportion to the pixel count, so a 6720x3360 camera panorama would cost gigabytes
+    and minutes per occupancy update for no gain. Colour is area-averaged (``cv2.INTER_AREA``). Distance takes the
+    source pixel under each new pixel's centre, so no value is averaged across a depth edge and invalid pixels
+    (0 / NaN) stay invalid. ``max_width <= 0`` disables the cap.
+
+    Args:
+        rgb: ``(H, W, 3)`` float; distance: ``(H, W)``.
+    Returns:
+        ``(rgb (h, w, 3) float32, distance (h, w) float32)``.
+    """
+    h, w = distance.shape
+    if max_width <= 0 or w <= max_width:
+        return rgb, distance
+    if max_width < 16 or max_width % 2:
+        raise ValueError(f"field.data.max_width must be an even number >= 16 (or 0 for no cap), got {max_width}")
+    import cv2
+
+    nw = int(max_width)
+    nh = max(1, int(round(h * nw / w)))
+    small = cv2.resize(np.ascontiguousarray(rgb, dtype=np.float32), (nw, nh), interpolation=cv2.INTER_AREA)
+    rows = np.minimum(((np.arange(nh) + 0.5) * h / nh).astype(np.int64), h - 1)
+    cols = np.minimum(((np.arange(nw) + 0.5) * w / nw).astype(np.int64), w - 1)
+    return small.astype(np.float32), np.asarray(distance, np.float32)[rows[:, None], cols[None, :]]
 
 
 def _shift(a: np.ndarray, dv: int, du: int) -> np.ndarray:

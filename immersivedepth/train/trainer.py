@@ -46,7 +46,7 @@ from immersivedepth.train.checkpoint import (
     save_checkpoint,
 )
 from immersivedepth.train.config import build_field, resolve_config
-from immersivedepth.train.dataset import PanoramaRays
+from immersivedepth.train.dataset import PanoramaRays, training_resolution
 from immersivedepth.train.losses import (
     color_loss,
     distance_loss,
@@ -177,7 +177,8 @@ def train_field(rgb, distance, run_dir, cfg: Mapping | None = None, *, resume: b
     Returns:
         summary dict: ``steps``, ``psnr`` / ``abs_rel`` (training view rendered with the occupancy sampler, stride
         ``log.eval_stride``), ``wall_time`` (training seconds, summed over resumes), ``eval_time``,
-        ``n_rays``, ``checkpoint``.
+        ``n_rays`` (pixels of the training view: the panorama, shrunk to ``field.data.max_width`` columns if wider),
+        ``checkpoint``.
 
     Raises:
         TrainingInterrupted: on Ctrl-C (or ``KeyboardInterrupt`` from a callback) after saving ``last.pt``.
@@ -185,14 +186,21 @@ def train_field(rgb, distance, run_dir, cfg: Mapping | None = None, *, resume: b
     cfg = resolve_config(cfg)
     rgb = np.asarray(rgb)
     distance = np.asarray(distance)
+    given = (rgb, distance)  # the resume check fingerprints the input as given
+    full_size = distance.shape if distance.ndim == 2 else None
+    if full_size is not None and rgb.shape[:2] == full_size:  # else PanoramaRays names what is wrong
+        rgb, distance = training_resolution(rgb, distance, int(cfg["data"]["max_width"]))
+        if distance.shape != full_size:
+            LOG.info("train: training on %dx%d (panorama %dx%d; field.data.max_width=%d)", distance.shape[1],
+                     distance.shape[0], full_size[1], full_size[0], int(cfg["data"]["max_width"]))
     rays = PanoramaRays(rgb, distance, cfg["masks"], device)
+    digest = _data_digest(*given)
     run_dir = Path(run_dir)
     ck_dir, train_dir = run_dir / "checkpoints", run_dir / "train"
     prev_dir = train_dir / "previews"
     metrics_path = train_dir / "metrics.csv"
     oc, sc, gc, lc, logc = cfg["optim"], cfg["sampling"], cfg["grid"], cfg["loss"], cfg["log"]
     total = int(oc["steps"])
-    digest = _data_digest(rgb, distance)
 
     gen = torch.Generator(device=device)
     gen.manual_seed(int(seed))
