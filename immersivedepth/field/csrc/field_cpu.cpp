@@ -583,33 +583,60 @@ constexpr int col_tile() { return NB >= 2 ? 2 : 1; }
 template <int NB>
 constexpr int row_tile() { return col_tile<NB>() == 2 ? 6 : 8; }
 
+// A T x NT register tile: rank-1 update acc[q][b] += a[q * a_step] * v[b], and load / store at row stride ld.
+template <int T, int NT>
+inline void tile_fma(v8 (&acc)[T][NT], const float* a, int64_t a_step, const v8 (&v)[NT]) {
+#pragma GCC unroll 8
+  for (int q = 0; q < T; ++q) {
+    const v8 av = bcast(a[q * a_step]);
+#pragma GCC unroll 8
+    for (int b = 0; b < NT; ++b) acc[q][b] += av * v[b];
+  }
+}
+
+template <int T, int NT>
+inline void tile_load(v8 (&acc)[T][NT], const float* src, int64_t ld) {
+#pragma GCC unroll 8
+  for (int q = 0; q < T; ++q)
+#pragma GCC unroll 8
+    for (int b = 0; b < NT; ++b) acc[q][b] = *reinterpret_cast<const v8*>(src + q * ld + b * 8);
+}
+
+template <int T, int NT>
+inline void tile_store(const v8 (&acc)[T][NT], float* dst, int64_t ld) {
+#pragma GCC unroll 8
+  for (int q = 0; q < T; ++q)
+#pragma GCC unroll 8
+    for (int b = 0; b < NT; ++b) *reinterpret_cast<v8*>(dst + q * ld + b * 8) = acc[q][b];
+}
+
+template <int NT>
+inline void load_vecs(v8 (&v)[NT], const float* src) {
+#pragma GCC unroll 8
+  for (int b = 0; b < NT; ++b) v[b] = *reinterpret_cast<const v8*>(src + b * 8);
+}
+
 // C[r, cb*8 : (cb+NT)*8] = bias + sum_k A[r, k] * M[k, cb*8 : (cb+NT)*8]  for r in [r0, r0 + T).
 struct RowsTile {
   template <int T, int NT, int W>
   static inline void run(int r0, int cb, const float* A, int K, int lda, const float* M, const float* bias, float* C,
                          int ldc) {
     v8 acc[T][NT];
+    if (bias) {
+      tile_load<T, NT>(acc, bias + cb * 8, 0);
+    } else {
 #pragma GCC unroll 8
-    for (int q = 0; q < T; ++q)
+      for (int q = 0; q < T; ++q)
 #pragma GCC unroll 8
-      for (int b = 0; b < NT; ++b) acc[q][b] = bias ? *reinterpret_cast<const v8*>(bias + (cb + b) * 8) : bcast(0.f);
-    for (int k = 0; k < K; ++k) {
-      const float* m = M + static_cast<int64_t>(k) * W + cb * 8;
-      v8 mv[NT];
-#pragma GCC unroll 8
-      for (int b = 0; b < NT; ++b) mv[b] = *reinterpret_cast<const v8*>(m + b * 8);
-#pragma GCC unroll 8
-      for (int q = 0; q < T; ++q) {
-        const v8 av = bcast(A[static_cast<int64_t>(r0 + q) * lda + k]);
-#pragma GCC unroll 8
-        for (int b = 0; b < NT; ++b) acc[q][b] += av * mv[b];
-      }
+        for (int b = 0; b < NT; ++b) acc[q][b] = bcast(0.f);
     }
-#pragma GCC unroll 8
-    for (int q = 0; q < T; ++q)
-#pragma GCC unroll 8
-      for (int b = 0; b < NT; ++b)
-        *reinterpret_cast<v8*>(C + static_cast<int64_t>(r0 + q) * ldc + (cb + b) * 8) = acc[q][b];
+    const float* a = A + static_cast<int64_t>(r0) * lda;
+    for (int k = 0; k < K; ++k) {
+      v8 mv[NT];
+      load_vecs<NT>(mv, M + static_cast<int64_t>(k) * W + cb * 8);
+      tile_fma<T, NT>(acc, a + k, lda, mv);
+    }
+    tile_store<T, NT>(acc, C + static_cast<int64_t>(r0) * ldc + cb * 8, ldc);
   }
 };
 
@@ -618,29 +645,14 @@ struct OuterTile {
   template <int T, int NT, int W>
   static inline void run(int k0, int cb, const float* A, int R, int lda, const float* G, int ldg, float* dMT) {
     v8 acc[T][NT];
-#pragma GCC unroll 8
-    for (int q = 0; q < T; ++q)
-#pragma GCC unroll 8
-      for (int b = 0; b < NT; ++b)
-        acc[q][b] = *reinterpret_cast<const v8*>(dMT + static_cast<int64_t>(k0 + q) * W + (cb + b) * 8);
+    float* d = dMT + static_cast<int64_t>(k0) * W + cb * 8;
+    tile_load<T, NT>(acc, d, W);
     for (int r = 0; r < R; ++r) {
-      const float* g = G + static_cast<int64_t>(r) * ldg + cb * 8;
-      const float* a = A + static_cast<int64_t>(r) * lda + k0;
       v8 gv[NT];
-#pragma GCC unroll 8
-      for (int b = 0; b < NT; ++b) gv[b] = *reinterpret_cast<const v8*>(g + b * 8);
-#pragma GCC unroll 8
-      for (int q = 0; q < T; ++q) {
-        const v8 av = bcast(a[q]);
-#pragma GCC unroll 8
-        for (int b = 0; b < NT; ++b) acc[q][b] += av * gv[b];
-      }
+      load_vecs<NT>(gv, G + static_cast<int64_t>(r) * ldg + cb * 8);
+      tile_fma<T, NT>(acc, A + static_cast<int64_t>(r) * lda + k0, 1, gv);
     }
-#pragma GCC unroll 8
-    for (int q = 0; q < T; ++q)
-#pragma GCC unroll 8
-      for (int b = 0; b < NT; ++b)
-        *reinterpret_cast<v8*>(dMT + static_cast<int64_t>(k0 + q) * W + (cb + b) * 8) = acc[q][b];
+    tile_store<T, NT>(acc, d, W);
   }
 };
 
