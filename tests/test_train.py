@@ -317,8 +317,11 @@ def test_training_resolution_caps_wide_panoramas():
     np.testing.assert_allclose(small_rgb, rgb.reshape(32, 2, 64, 2, 3).mean((1, 3)), atol=1e-6)
     np.testing.assert_array_equal(small_dist[~np.isnan(small_dist)], dist[1::2, 1::2][~np.isnan(small_dist)])
     assert np.isnan(small_dist[5, 10])  # the NaN at (11, 21) stays invalid
-    with pytest.raises(ValueError, match=r"field.data.max_width must be an even number >= 16 \(or 0 for no cap\)"):
-        training_resolution(rgb, dist, 15)
+    for bad in (15, 8):  # refused whether or not this panorama is wider than the value
+        with pytest.raises(ValueError, match=r"field.data.max_width must be an even number >= 16 \(or 0 for no cap\)"):
+            training_resolution(rgb, dist, bad)
+    with pytest.raises(ValueError, match=r"max_width must be an even number >= 16 \(or 0 for no cap\), got 129"):
+        training_resolution(rgb, dist, 129)
 
 
 def test_wide_panorama_trains_at_the_capped_resolution(tmp_path, scene_small):

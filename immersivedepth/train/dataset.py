@@ -49,11 +49,11 @@ def training_resolution(rgb: np.ndarray, distance: np.ndarray, max_width: int) -
     Returns:
         ``(rgb (h, w, 3) float32, distance (h, w) float32)``.
     """
+    if max_width > 0 and (max_width < 16 or max_width % 2):
+        raise ValueError(f"field.data.max_width must be an even number >= 16 (or 0 for no cap), got {max_width}")
     h, w = distance.shape
     if max_width <= 0 or w <= max_width:
         return rgb, distance
-    if max_width < 16 or max_width % 2:
-        raise ValueError(f"field.data.max_width must be an even number >= 16 (or 0 for no cap), got {max_width}")
     import cv2
 
     nw = int(max_width)
