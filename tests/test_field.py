@@ -15,6 +15,7 @@ from immersivedepth.field.sampler import (
     OccupancyGrid,
     band_samples,
     occupancy_samples,
+    occupied_segments,
     ray_box_intersect,
     uniform_samples,
 )
@@ -246,3 +247,29 @@ def test_field_density_matches_numpy_reference_of_trunc_exp_gradient():
     x = torch.tensor([0.0, 20.0], requires_grad=True)
     trunc_exp(x).sum().backward()
     assert torch.allclose(x.grad, torch.tensor([1.0, float(np.exp(15.0))]))
+
+
+def test_fused_cpu_march_equals_the_torch_march(monkeypatch):
+    """The C++ occupancy march (CPU float32, no jitter) returns exactly the torch version's segments, including
+    rays with empty spans, rays leaving the box and rays with more occupied segments than slots."""
+    from immersivedepth.field import sampler
+    from immersivedepth.field._cpu_ext import load_cpu_ext
+
+    if load_cpu_ext(warn=False) is None:
+        pytest.skip("the C++ op does not build here")
+    torch.manual_seed(0)
+    g = OccupancyGrid(torch.tensor([-3.0, -1.5, -2.0]), torch.tensor([4.0, 2.5, 3.0]), 64)
+    g.mask.copy_(torch.rand(g.mask.shape) < 0.05)
+    n = 20000
+    d = torch.nn.functional.normalize(torch.randn(n, 3), dim=-1)
+    o = torch.rand(n, 3) * 2 - 1
+    t0 = torch.rand(n) * 0.5
+    t1 = t0 + torch.rand(n) * 8  # many rays leave the box
+    t1[::7] = t0[::7]  # empty spans
+    assert sampler._march_ext(False, g, o, d, t0, t1) is not None
+    fused = occupied_segments(g, o, d, t0, t1, coarse_step=0.05, max_segments=16)
+    monkeypatch.setattr(sampler, "_march_ext", lambda *args: None)
+    ref = occupied_segments(g, o, d, t0, t1, coarse_step=0.05, max_segments=16)
+    assert torch.equal(fused[0], ref[0]) and torch.equal(fused[1], ref[1])
+    assert int(ref[1].sum()) > 10000 and bool(ref[1][:, -1].any())  # segments found, some rays fill every slot
+    assert not ref[1][::7].any()

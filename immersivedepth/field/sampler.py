@@ -216,14 +216,26 @@ class OccupancyGrid(nn.Module):
         return float(self.mask.float().mean())
 
 
+def _march_ext(perturb: bool, grid: OccupancyGrid, *tensors: torch.Tensor):
+    """The C++ op module when the fused march applies (CPU float32, no jitter, op built and not disabled)."""
+    if perturb or grid.bmin.dtype != torch.float32 or not all(
+            t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors):
+        return None
+    from immersivedepth.field._cpu_ext import load_cpu_ext
+
+    return load_cpu_ext(warn=False)
+
+
 def occupied_segments(grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.Tensor, t0: torch.Tensor,
                       t1: torch.Tensor, *, coarse_step: float, max_segments: int, perturb: bool = False,
                       generator: torch.Generator | None = None, max_coarse: int = 4096):
     """The first ``max_segments`` occupied coarse segments of each ray between ``t0`` and ``t1`` (``(N,)``).
 
     Coarse segments of length ``coarse_step`` start at ``t0``; a segment counts as occupied when its midpoint
-    (jittered inside the segment when ``perturb``) lies in an occupied cell. Returns ``(seg_lo (N, S), seg_ok (N, S))``:
-    segment start distances and validity, in ray order. ``origins, dirs`` ``(N, 3)``, ``dirs`` unit length.
+    (jittered inside the segment when ``perturb``) lies in an occupied cell. On the CPU without jitter a fused
+    C++ loop does this (equal results); otherwise torch does it on ``(N, M)`` tensors, ``M`` coarse steps.
+    Returns ``(seg_lo (N, S), seg_ok (N, S))``: segment start distances and validity, in ray order.
+    ``origins, dirs`` ``(N, 3)``, ``dirs`` unit length.
     """
     n = origins.shape[0]
     dev = origins.device
@@ -233,6 +245,10 @@ def occupied_segments(grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.Te
         return seg_lo, seg_ok
     span = (t1 - t0).clamp_min(0.0)
     m = int(min(max_coarse, max(1, math.ceil(float(span.max()) / coarse_step))))
+    ext = _march_ext(perturb, grid, origins, dirs, t0, t1)
+    if ext is not None:  # the fused C++ march: same float32 operations, no (N, M) temporaries
+        return tuple(ext.occupied_segments_march(grid.mask, grid.bmin, grid.cell_size, origins, dirs, t0, t1,
+                                                 float(coarse_step), int(max_segments), m))
     kk = torch.arange(m, device=dev, dtype=origins.dtype)
     lo = t0[:, None] + kk[None] * coarse_step  # (N, M) segment starts
     probe_off = _rand((n, m), generator, dev) if perturb else torch.full((n, m), 0.5, device=dev)
