@@ -61,8 +61,7 @@ __all__ = ["train_field", "TrainingInterrupted", "evaluate_view", "METRIC_COLUMN
 
 LOG = logging.getLogger("immersivedepth.train")
 METRIC_COLUMNS = ("step", "loss", "color", "distance", "distortion", "opacity", "normal", "psnr", "lr",
-                  "samples_per_ray",
-                  "color_samples_per_ray", "occupied", "elapsed_s")
+                  "samples_per_ray", "color_samples_per_ray", "occupied", "elapsed_s")
 
 
 class TrainingInterrupted(KeyboardInterrupt):

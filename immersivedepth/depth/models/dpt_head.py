@@ -42,11 +42,14 @@ class TensorSnapshot:
 
     __slots__ = ("refs", "state", "valid")
 
+    @staticmethod
+    def _state(t: torch.Tensor) -> tuple:
+        return t.data_ptr(), t._version, t.dtype, t.device, tuple(t.shape)
+
     def __init__(self, *tensors: torch.Tensor | None):
         self.valid = not any(t is not None and t.is_inference() for t in tensors)
         self.refs = tuple(None if t is None else weakref.ref(t) for t in tensors)
-        self.state = tuple(None if t is None or not self.valid else (t.data_ptr(), t._version, t.dtype, t.device,
-                                                                       tuple(t.shape)) for t in tensors)
+        self.state = tuple(None if t is None or not self.valid else self._state(t) for t in tensors)
 
     def matches(self, *tensors: torch.Tensor | None) -> bool:
         if not self.valid or len(tensors) != len(self.refs):
@@ -56,10 +59,10 @@ class TensorSnapshot:
                 if t is not ref:
                     return False
                 continue
-            if ref() is not t or t.is_inference() or st != (t.data_ptr(), t._version, t.dtype, t.device,
-                                                            tuple(t.shape)):
+            if ref() is not t or t.is_inference() or st != self._state(t):
                 return False
         return True
+
 
 # Winograd F(2x2, 3x3) (Lavin & Gray 2016): Y = A^T [(G g G^T) * (B^T d B)] A on 4x4 input tiles, stride 2
 _WINO_BT = ((1.0, 0.0, -1.0, 0.0), (0.0, 1.0, 1.0, 0.0), (0.0, -1.0, 1.0, 0.0), (0.0, 1.0, 0.0, -1.0))
