@@ -37,7 +37,7 @@ def _rss_mb() -> float:
 
 
 def _train_small(run: Path, steps: int, size: tuple[int, int]):
-    from immersivedepth.eval.synthetic import make_scene
+    from immersivedepth.scenes.synthetic import make_scene
     from immersivedepth.train.trainer import train_field
 
     sc = make_scene("living_room")
@@ -71,7 +71,7 @@ def _mc_child(run, resolution, q):
     field = _load_field(run)
     dist = np.load(Path(run) / "depth" / "distance.npy") if run else None
     if dist is None:
-        from immersivedepth.eval.synthetic import make_scene
+        from immersivedepth.scenes.synthetic import make_scene
 
         dist = make_scene("living_room").render_panorama(128, 256)["distance"]
     base = _rss_mb()
@@ -149,9 +149,9 @@ def main():
     ap.add_argument("--json", help="also write the numbers here")
     args = ap.parse_args()
 
-    from immersivedepth.eval.synthetic import make_scene
     from immersivedepth.render.depth_mesh import depth_mesh
     from immersivedepth.render.mesh import FieldMeshOptions, field_mesh
+    from immersivedepth.scenes.synthetic import make_scene
 
     tmp = None
     run = args.run

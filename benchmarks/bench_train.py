@@ -37,8 +37,8 @@ sys.path.insert(0, str(REPO))
 
 from immersivedepth import sphere  # noqa: E402
 from immersivedepth.eval.metrics import depth_metrics, psnr  # noqa: E402
-from immersivedepth.eval.synthetic import make_scene  # noqa: E402
 from immersivedepth.field.renderer import render_panorama  # noqa: E402
+from immersivedepth.scenes.synthetic import make_scene  # noqa: E402
 from immersivedepth.train.trainer import train_field  # noqa: E402
 
 POSES = {"x+0.20": (0.2, 0.0, 0.0), "z-0.20": (0.0, 0.0, -0.2), "x+0.50": (0.5, 0.0, 0.0), "z-0.50": (0.0, 0.0, -0.5)}

@@ -12,7 +12,7 @@ Writes (all atomically, deterministic: same code -> same files)::
     <out>/<scene>/poses.json                the offset positions, in the render.poses_file format
     <out>/<scene>/scene.json                scene description, units, generator version, this command
 
-The scene itself (geometry, textures, lights) lives in :mod:`immersivedepth.eval.synthetic`.
+The scene itself (geometry, textures, lights) lives in :mod:`immersivedepth.scenes.synthetic`.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run from a checkout without installing the package
     sys.path.insert(0, str(REPO))
 
-from immersivedepth.eval.synthetic import SCENE_NAMES, SCENE_VERSION, make_scene  # noqa: E402
 from immersivedepth.io import atomic_path, write_distance, write_image  # noqa: E402
+from immersivedepth.scenes.synthetic import SCENE_NAMES, SCENE_VERSION, make_scene  # noqa: E402
 
 #: Offsets (metres) of the novel-view ground-truth panoramas: 0.2 m and 0.5 m along +x and -z.
 DEFAULT_OFFSETS = ("x+0.20", "x+0.50", "z-0.20", "z-0.50")
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         "scene": args.scene,
         "units": "metres",
         "distance": "Euclidean distance along each pixel-centre ray from the panorama centre (float32 .npy)",
-        "generator": "immersivedepth.eval.synthetic",
+        "generator": "immersivedepth.scenes.synthetic",
         "generator_version": SCENE_VERSION,
         "command": command,
         "image": {"file": "image.png", "width": w, "height": h, "supersample": args.supersample,

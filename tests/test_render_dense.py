@@ -221,8 +221,8 @@ def test_render_dense_on_a_really_trained_field(tmp_path):
     """End to end with the real field/trainer/checkpoint: train briefly, render, export; poses-file renders
     equal the trained field's direct evaluation."""
     pytest.importorskip("immersivedepth.train.trainer")
-    from immersivedepth.eval.synthetic import make_scene
     from immersivedepth.field.renderer import render_rays
+    from immersivedepth.scenes.synthetic import make_scene
     from immersivedepth.train.checkpoint import load_trained_field
     from immersivedepth.train.trainer import train_field
 

@@ -9,10 +9,10 @@ from scipy.spatial import cKDTree
 from test_render_support import scene_sdf
 
 from immersivedepth import sphere
-from immersivedepth.eval.synthetic import make_scene
 from immersivedepth.io import read_ply
 from immersivedepth.render.depth_mesh import DepthMeshOptions, depth_mesh, point_cloud
 from immersivedepth.render.stage import export_depth_products
+from immersivedepth.scenes.synthetic import make_scene
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from immersivedepth import sphere
-from immersivedepth.eval.synthetic import make_scene
 from immersivedepth.render.paths import (
     FreeSpace,
     PathViolationError,
@@ -23,6 +22,7 @@ from immersivedepth.render.poses import (
     pose_rays,
     save_poses_file,
 )
+from immersivedepth.scenes.synthetic import make_scene
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from immersivedepth.eval.synthetic import make_scene
+from immersivedepth.scenes.synthetic import make_scene
 
 
 def _box_outside_sdf(p, lo, hi):

@@ -145,7 +145,7 @@ def test_depth_mode_with_models_uses_the_reference_only_for_scale(tmp_path):
     """depth.source=models with the oracle: the fused map is metric (scale from the reference beside
     the image) and close to the true distance of the bundled scene."""
     from immersivedepth.eval.metrics import depth_metrics
-    from immersivedepth.eval.synthetic import make_scene
+    from immersivedepth.scenes.synthetic import make_scene
 
     truth = make_scene("living_room").render_panorama(64, 128)
     img = tmp_path / "room.png"

@@ -1,4 +1,4 @@
-"""Analytic checks of the procedural test scene (immersivedepth.eval.synthetic) and its bundled output.
+"""Analytic checks of the procedural test scene (immersivedepth.scenes.synthetic) and its bundled output.
 
 The independent reference here is a sphere tracer over exact signed distance functions written in
 this file from the primitives' public parameters: it finds the first surface along a ray without
@@ -16,7 +16,7 @@ import pytest
 
 from immersivedepth import sphere
 from immersivedepth.eval.metrics import psnr
-from immersivedepth.eval.synthetic import (
+from immersivedepth.scenes.synthetic import (
     SCENE_VERSION,
     Box,
     Cylinder,

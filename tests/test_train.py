@@ -42,7 +42,7 @@ def _cfg(**over):
 
 @pytest.fixture(scope="module")
 def scene_small():
-    from immersivedepth.eval.synthetic import make_scene
+    from immersivedepth.scenes.synthetic import make_scene
 
     p = make_scene("living_room").render_panorama(32, 64)
     return p["rgb"].astype(np.float32), p["distance"].astype(np.float32)

@@ -7,7 +7,7 @@ warp, an optional edge blur and multiplicative noise. Every distortion is config
 (the seed mixes ``seed`` with the tile's camera, so results do not depend on batching or tile order).
 
 :class:`BoxRoomScene` is a closed-form scene (a room plus a few boxes) with the same ``render_camera`` /
-``render_panorama`` interface as ``immersivedepth.eval.synthetic``; it needs nothing else and is used
+``render_panorama`` interface as ``immersivedepth.scenes.synthetic``; it needs nothing else and is used
 when ``scene="box"``.
 """
 
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from immersivedepth import sphere
+from immersivedepth.scenes.synthetic import make_scene
 
 __all__ = ["BoxRoomScene", "OracleDepthModel", "load_scene"]
 
@@ -104,18 +105,11 @@ class BoxRoomScene:
 
 def load_scene(scene):
     """A scene object from a name: ``"box"`` -> :class:`BoxRoomScene`, any other name ->
-    ``immersivedepth.eval.synthetic.make_scene(name)``. Objects with ``render_camera`` pass through."""
+    ``immersivedepth.scenes.synthetic.make_scene(name)``. Objects with ``render_camera`` pass through."""
     if hasattr(scene, "render_camera"):
         return scene
     if scene == "box":
         return BoxRoomScene()
-    try:
-        from immersivedepth.eval.synthetic import make_scene
-    except ImportError as exc:
-        raise ValueError(
-            f"oracle scene {scene!r} needs immersivedepth.eval.synthetic, which cannot be imported ({exc}); "
-            "use scene='box' for the built-in analytic room"
-        ) from exc
     return make_scene(scene)
 
 
