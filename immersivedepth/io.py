@@ -25,6 +25,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from immersivedepth.errors import InputError
+
 __all__ = [
     "DISTANCE_FORMATS", "DISTANCE_PRESETS", "DistanceEncoding", "ImageReadError", "VideoWriter", "atomic_path",
     "colorize", "find_distance_beside", "read_distance", "read_exr", "read_panorama", "read_ply", "read_video_info",
@@ -34,7 +36,7 @@ __all__ = [
 PathLike = str | os.PathLike
 
 
-class ImageReadError(ValueError):
+class ImageReadError(InputError):
     """A file exists but cannot be decoded (corrupt, truncated, wrong type, unsupported layout)."""
 
 

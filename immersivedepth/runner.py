@@ -23,14 +23,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from immersivedepth import io
+from immersivedepth.errors import ImmersiveDepthError, RunError, one_line
 
 LOG = logging.getLogger("immersivedepth")
 MODES = ("depth", "train", "render_dense", "all", "evaluate")
 STAGE_ORDER = ("depth", "train", "render_dense")
-
-
-class RunError(RuntimeError):
-    """A run cannot proceed; the message says what was wrong and what to do."""
 
 
 # --------------------------------------------------------------------------- small pure helpers
@@ -384,10 +381,10 @@ def main(cfg: DictConfig) -> int:
     except KeyboardInterrupt:
         LOG.warning("interrupted; completed outputs and the last checkpoint are kept (resume with is_continue=true)")
         return 130
-    except (RunError, FileNotFoundError, ValueError, NotImplementedError) as exc:
+    except (ImmersiveDepthError, FileNotFoundError, ValueError, NotImplementedError) as exc:
         if debug:
             raise
-        LOG.error("%s", exc, extra={"console": False})  # the console gets the message once, below
-        print(f"error: {exc}\n(set IMMERSIVEDEPTH_DEBUG=1 for the traceback)", file=sys.stderr)
+        LOG.error("%s", one_line(exc), extra={"console": False})  # the console gets the message once, below
+        print(f"error: {one_line(exc)}\n(set IMMERSIVEDEPTH_DEBUG=1 for the traceback)", file=sys.stderr)
         return 2
     return 0

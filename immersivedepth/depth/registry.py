@@ -12,10 +12,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from immersivedepth.errors import ConfigError
+
 __all__ = ["ORACLE_PRESETS", "DepthModelError", "available_presets", "build_depth_models"]
 
 
-class DepthModelError(ValueError):
+class DepthModelError(ConfigError):
     """A depth model entry cannot be built, or a model returned unusable output."""
 
 

@@ -26,6 +26,7 @@ from scipy import ndimage
 from scipy.interpolate import CubicSpline
 
 from immersivedepth import sphere
+from immersivedepth.errors import InputError
 from immersivedepth.render.poses import CameraPose, load_poses_file, normalize_pose_type
 
 __all__ = [
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 PATH_KINDS = ("tour", "circle", "spiral", "forward", "file")
 
 
-class PathViolationError(ValueError):
+class PathViolationError(InputError):
     """A camera pose leaves the scene bounds or enters geometry (with ``on_violation='error'``)."""
 
 

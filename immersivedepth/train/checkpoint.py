@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from immersivedepth import io
+from immersivedepth.errors import CheckpointError
 from immersivedepth.train.config import build_field, diff_keys, model_signature, resolve_config
 
 __all__ = ["CheckpointError", "FORMAT", "TRAIN_COMMAND", "save_checkpoint", "link_checkpoint", "load_checkpoint",
@@ -25,10 +26,6 @@ __all__ = ["CheckpointError", "FORMAT", "TRAIN_COMMAND", "save_checkpoint", "lin
 FORMAT = "immersivedepth.field/1"
 TRAIN_COMMAND = ("python perf_runner.py --config-name nerf dataset.image_path=<image> "
                  "device.base_exp_dir=<base> mode=train")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, corrupt, or belongs to a different model config."""
 
 
 def checkpoint_dir(run_dir) -> Path:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from immersivedepth.errors import CheckpointError, CheckpointNotFoundError
+
 from .presets import PRESETS, Preset
 
 __all__ = [
@@ -31,14 +33,6 @@ __all__ = [
 ENV_VAR = "IMMERSIVEDEPTH_CHECKPOINTS"
 _REPO_ROOT = Path(__file__).resolve().parents[3]
 _MAX_LISTED = 8  # keys listed per category in a layout error
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, unreadable, foreign, or does not match the requested model."""
-
-
-class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
-    """The checkpoint file does not exist (the message says where to download it)."""
 
 
 # ---------------------------------------------------------------------------------------------------------
