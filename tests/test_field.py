@@ -232,8 +232,6 @@ def test_render_rays_rejects_bad_shapes_and_guides():
     o = torch.zeros(3, 3)
     with pytest.raises(ValueError, match=r"origins and dirs must both be \(N, 3\)"):
         render_rays(f, o, torch.zeros(4, 3))
-    with pytest.raises(ValueError, match="guide_distance must be > 0"):
-        render_rays(f, o, torch.eye(3), guide_distance=torch.tensor([1.0, 0.0, 2.0]), guide_halfwidth=torch.ones(3))
 
 
 def test_scene_bounds_from_points():

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from immersivedepth import sphere
+from immersivedepth.errors import OutputError
 from immersivedepth.train import checkpoint as ckpt
 from immersivedepth.train.checkpoint import CheckpointError, load_trained_field
 from immersivedepth.train.config import resolve_config
@@ -241,7 +242,7 @@ def test_disk_full_keeps_previous_checkpoint(tmp_path, scene_small, monkeypatch,
         monkeypatch.setattr(ckpt.torch, "save", full)
     else:
         monkeypatch.setattr(os, "replace", full)
-    with pytest.raises(CheckpointError, match=r"could not write a checkpoint .* at step 6 .*No space left on device.*"
+    with pytest.raises(OutputError, match=r"could not write a checkpoint .* at step 6 .*No space left on device.*"
                                               r"previous last.pt is intact"):
         train_field(rgb, dist, run, cfg, progress=False)
     monkeypatch.setattr(ckpt.torch, "save", real_save)

@@ -22,9 +22,6 @@ import torch
 
 from immersivedepth.field.sampler import (
     RaySamples,
-    band_samples,
-    concat_samples,
-    occupancy_samples,
     occupied_segments,
     ray_box_intersect,
     segment_samples,
@@ -40,8 +37,6 @@ DEFAULT_RENDER_OPTIONS: dict = {
     "max_total_segments": 512,  # ... rounds continue while the ray is not opaque, up to this many segments
     "min_transmittance": 1e-4,  # a ray stops once its transmittance falls below this
     "per_segment": 4,  # fine samples per occupied coarse segment
-    "band_samples": 24,  # samples in the guide band (training rays)
-    "front_segments": 4,  # occupancy samples in front of the guide band (training rays)
     "uniform_samples": 128,  # samples per ray when the field has no occupancy grid
     "color_weight_threshold": 1e-4,  # colour is evaluated only where w_i exceeds this ...
     "color_samples": 4,  # ... and only at the largest `color_samples` weights of a ray (per round), renormalised
@@ -143,7 +138,7 @@ def render_samples(field, origins: torch.Tensor, dirs: torch.Tensor, samples: Ra
     return out
 
 
-def _sample_rays(field, origins, dirs, opts, *, near, far, guide_distance, guide_halfwidth, n_samples, perturb,
+def _sample_rays(field, origins, dirs, opts, *, near, far, n_samples, perturb,
                  generator) -> tuple[RaySamples, torch.Tensor]:
     bmin, bmax = (torch.as_tensor(b, dtype=origins.dtype, device=origins.device) for b in field.bounds)
     t0, t1 = ray_box_intersect(origins, dirs, bmin, bmax)
@@ -155,21 +150,6 @@ def _sample_rays(field, origins, dirs, opts, *, near, far, guide_distance, guide
     coarse_step = opts["coarse_step"]
     if grid is not None and coarse_step is None:
         coarse_step = 0.5 * float(grid.cell_size.min())
-    if guide_distance is not None:
-        if guide_halfwidth is None:
-            raise ValueError("render_rays: guide_distance needs guide_halfwidth (the band half-width, world units)")
-        if bool((guide_distance <= 0).any()):
-            raise ValueError("render_rays: guide_distance must be > 0 for every ray (drop invalid pixels first)")
-        band = band_samples(guide_distance, guide_halfwidth, int(opts["band_samples"]), perturb=perturb,
-                            generator=generator)
-        band_start = (guide_distance - guide_halfwidth).clamp_min(0.0)
-        parts = []
-        if grid is not None and int(opts["front_segments"]) > 0:
-            parts.append(occupancy_samples(grid, origins, dirs, t0.clamp_max(band_start), band_start,
-                                           coarse_step=coarse_step, max_segments=int(opts["front_segments"]),
-                                           per_segment=1, perturb=perturb, generator=generator))
-        parts.append(band)
-        return concat_samples(*parts), guide_distance + guide_halfwidth
     if grid is not None and n_samples is None:
         seg = occupied_segments(grid, origins, dirs, t0, t1, coarse_step=coarse_step,
                                 max_segments=int(opts["max_total_segments"]), perturb=perturb, generator=generator)
@@ -229,7 +209,6 @@ def _render_rounds(field, origins, dirs, seg, t0, t1, coarse_step, opts, *, pert
 
 
 def render_rays(field, origins: torch.Tensor, dirs: torch.Tensor, *, near: float = 0.0, far=None,
-                guide_distance: torch.Tensor | None = None, guide_halfwidth: torch.Tensor | None = None,
                 n_samples: int | None = None, options: Mapping | None = None, perturb: bool = False,
                 generator: torch.Generator | None = None, chunk: int | None = None, compute_normals: bool = False,
                 return_samples: bool = False) -> dict:
@@ -241,8 +220,6 @@ def render_rays(field, origins: torch.Tensor, dirs: torch.Tensor, *, near: float
         origins: ``(N, 3)`` ray origins (any point; novel views use origins != 0).
         dirs: ``(N, 3)`` unit directions.
         near, far: clip the sampled range (``far``: float or ``(N,)``; default the box exit).
-        guide_distance, guide_halfwidth: ``(N,)`` known surface distance and band half-width (training rays):
-            samples go into ``[d - h, d + h]`` plus ``front_segments`` occupancy samples before it.
         n_samples: force ``n_samples`` uniform samples per ray (ignores the occupancy grid).
         options: overrides of :data:`DEFAULT_RENDER_OPTIONS` / ``field.render_options``.
         perturb, generator: stratified jitter of the samples (training) and its random generator.
@@ -266,8 +243,6 @@ def render_rays(field, origins: torch.Tensor, dirs: torch.Tensor, *, near: float
         far_c = far[sl] if isinstance(far, torch.Tensor) and far.ndim > 0 else far
         samples, t_far = _sample_rays(
             field, origins[sl], dirs[sl], opts, near=near, far=far_c,
-            guide_distance=None if guide_distance is None else guide_distance[sl],
-            guide_halfwidth=None if guide_halfwidth is None else guide_halfwidth[sl],
             n_samples=n_samples, perturb=perturb, generator=generator)
         if isinstance(samples, tuple):
             o = _render_rounds(field, origins[sl], dirs[sl], samples[1], samples[2], t_far, samples[3], opts,

@@ -17,11 +17,11 @@ from pathlib import Path
 import torch
 
 from immersivedepth import io
-from immersivedepth.errors import CheckpointError
+from immersivedepth.errors import CheckpointError, CheckpointNotFoundError, OutputError, one_line
 from immersivedepth.train.config import build_field, diff_keys, model_signature, resolve_config
 
-__all__ = ["CheckpointError", "FORMAT", "TRAIN_COMMAND", "save_checkpoint", "link_checkpoint", "load_checkpoint",
-           "check_model_config", "field_from_checkpoint", "load_trained_field", "checkpoint_dir"]
+__all__ = ["CheckpointError", "CheckpointManager", "FORMAT", "TRAIN_COMMAND", "save_checkpoint", "link_checkpoint",
+           "load_checkpoint", "check_model_config", "field_from_checkpoint", "load_trained_field", "checkpoint_dir"]
 
 FORMAT = "immersivedepth.field/1"
 TRAIN_COMMAND = ("python perf_runner.py --config-name nerf dataset.image_path=<image> "
@@ -39,6 +39,56 @@ def save_checkpoint(path, payload: dict) -> Path:
     with io.atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return path
+
+
+class CheckpointManager:
+    """The ``checkpoints/`` folder of a run: periodic ``step_XXXXXX.pt`` files, ``last.pt`` and their rotation.
+
+    ``last.pt`` is a hard link of the newest periodic checkpoint (no extra space); only the newest ``keep`` periodic
+    files are kept. A failed write (full or read-only disk, a path that is a file) raises :class:`OutputError` and
+    leaves the previous ``last.pt`` intact.
+    """
+
+    def __init__(self, folder, keep: int):
+        self.folder = Path(folder)
+        self.keep = int(keep)
+
+    @property
+    def last(self) -> Path:
+        return self.folder / "last.pt"
+
+    def save(self, payload: dict, step: int, *, periodic: bool = True) -> Path:
+        """Write ``payload`` as step ``step`` (periodic: also ``step_XXXXXX.pt``); returns ``last.pt``'s path."""
+        try:
+            if periodic:
+                link_checkpoint(save_checkpoint(self.folder / f"step_{step:06d}.pt", payload), self.last)
+            else:
+                save_checkpoint(self.last, payload)
+        except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as RuntimeError
+            raise OutputError(f"could not write a checkpoint in {self.folder} at step {step} ({one_line(exc, 200)}); "
+                              f"the previous {self.last.name} is intact. Free disk space or fix the folder's "
+                              "permissions and resume with is_continue=true") from exc
+        olds = sorted(self.folder.glob("step_*.pt"))
+        for p in olds[:-self.keep] if self.keep > 0 else []:
+            p.unlink(missing_ok=True)
+        return self.last
+
+    def load_for_resume(self, cfg: dict, digest: str, map_location) -> dict:
+        """The ``last.pt`` payload, checked to fit ``cfg``'s model and the supervision ``digest``.
+
+        Raises :class:`CheckpointNotFoundError` when there is none, :class:`CheckpointError` when it is corrupt,
+        foreign, from another model config or from other supervision.
+        """
+        path = self.last
+        if not path.is_file():
+            raise CheckpointNotFoundError(f"resume requested (is_continue=true) but {path} does not exist; train from "
+                                          "scratch with is_continue=false")
+        payload = load_checkpoint(path, map_location=map_location)
+        check_model_config(payload, cfg, path)
+        if payload.get("data_digest") != digest:
+            raise CheckpointError(f"checkpoint {path} was trained on a different panorama or distance map; use a new "
+                                  "exp_name or is_continue=false")
+        return payload
 
 
 def link_checkpoint(src, dst) -> Path:
@@ -59,13 +109,13 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     """Load and sanity-check a checkpoint; errors name the file and what to do."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise CheckpointNotFoundError(f"checkpoint not found: {path}")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means the file is unusable
         raise CheckpointError(
             f"checkpoint {path} is corrupt or not an ImmersiveDepth field checkpoint ({type(exc).__name__}: "
-            f"{str(exc)[:200]}). Delete it (or resume from an older checkpoints/step_*.pt renamed to last.pt), or "
+            f"{one_line(exc, 120)}). Delete it (or resume from an older checkpoints/step_*.pt renamed to last.pt), or "
             "train from scratch with is_continue=false") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
@@ -111,7 +161,7 @@ def load_trained_field(run_dir, device="cpu"):
     run_dir = Path(run_dir)
     path = checkpoint_dir(run_dir) / "last.pt"
     if not path.is_file():
-        raise FileNotFoundError(f"no trained field in {run_dir}: {path} does not exist. Train it first: "
+        raise CheckpointNotFoundError(f"no trained field in {run_dir}: {path} does not exist. Train it first: "
                                 f"{TRAIN_COMMAND}")
     payload = load_checkpoint(path, map_location=device)
     field, cfg = field_from_checkpoint(payload, device, path)

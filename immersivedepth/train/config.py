@@ -101,8 +101,7 @@ def render_options_from(cfg: Mapping, cell_size: float) -> dict:
     s = cfg["sampling"]
     return {"coarse_step": float(s["coarse_step_cells"]) * cell_size, "max_segments": int(s["max_segments"]),
             "max_total_segments": int(s["max_total_segments"]), "min_transmittance": float(s["min_transmittance"]),
-            "per_segment": int(s["per_segment"]), "band_samples": int(s["band_samples"]),
-            "front_segments": int(s["front_segments"]), "color_weight_threshold": float(s["color_weight_threshold"]),
+            "per_segment": int(s["per_segment"]), "color_weight_threshold": float(s["color_weight_threshold"]),
             "color_samples": int(s["render_color_samples"]) or None}
 
 

@@ -2,33 +2,93 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
-__all__ = ["color_loss", "distance_loss", "distortion_loss", "opacity_loss", "normal_loss", "psnr_from_mse"]
+__all__ = ["LossWeights", "losses", "color_loss", "distance_loss", "distortion_loss", "opacity_loss", "normal_loss",
+           "psnr_from_mse"]
 
 
-def color_loss(pred: torch.Tensor, target: torch.Tensor, *, kind: str = "mse", beta: float = 0.05) -> torch.Tensor:
-    """Photometric loss between ``(N, 3)`` colours: ``mse`` or ``smooth_l1`` (Huber with ``beta``)."""
+@dataclass(frozen=True)
+class LossWeights:
+    """The ``field.loss`` section: term weights (0 disables a term) and the shapes of the colour/distance terms."""
+
+    color: float = 1.0
+    color_kind: str = "mse"
+    color_beta: float = 0.05
+    distance: float = 1.0
+    distance_beta: float = 0.01
+    distance_relative: bool = True
+    distortion: float = 0.05
+    opacity: float = 0.1
+    normal: float = 0.0
+
+    @classmethod
+    def from_config(cls, loss: Mapping) -> LossWeights:
+        return cls(**{k: loss[k] for k in cls.__dataclass_fields__})
+
+
+def losses(outputs: Mapping, batch, weights: LossWeights) -> dict:
+    """Every training loss term of one step and their weighted sum ``total`` (scalar tensors).
+
+    Args:
+        outputs: the volume renderer's output for the batch (``rgb (B,3)``, ``distance (B,)``, ``opacity (B,)``,
+            ``weights``/``t``/``delta`` ``(B,K)``, ``normal (B,3)`` when the normal term is on).
+        batch: a :class:`~immersivedepth.train.sampler.TrainBatch` (targets, masks, optional per-ray weights).
+        weights: the term weights.
+    """
+    cm, dm = batch.color_mask, batch.depth_mask
+    cw = None if batch.color_weight is None else batch.color_weight[cm]
+    l_col = color_loss(outputs["rgb"][cm], batch.rgb[cm], kind=weights.color_kind, beta=weights.color_beta,
+                       weight=cw)
+    l_dist = distance_loss(outputs["distance"], batch.distance, dm, beta=weights.distance_beta,
+                           relative=weights.distance_relative, weight=batch.distance_weight)
+    l_dst = distortion_loss(outputs["weights"], outputs["t"], outputs["delta"], scale=batch.scale)
+    l_opa = opacity_loss(outputs["opacity"], cm)
+    l_nrm = normal_loss(outputs["normal"], batch.normals, dm) if weights.normal > 0 else l_dist.new_zeros(())
+    total = (weights.color * l_col + weights.distance * l_dist + weights.distortion * l_dst
+             + weights.opacity * l_opa + weights.normal * l_nrm)
+    return {"color": l_col, "distance": l_dist, "distortion": l_dst, "opacity": l_opa, "normal": l_nrm,
+            "total": total}
+
+
+def color_loss(pred: torch.Tensor, target: torch.Tensor, *, kind: str = "mse", beta: float = 0.05,
+               weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Photometric loss between ``(N, 3)`` colours: ``mse`` or ``smooth_l1`` (Huber with ``beta``).
+
+    ``weight`` ``(N,)`` scales each ray's term (mean over rays of ``weight * error``); ``None``: all 1.
+    """
+    if kind not in ("mse", "smooth_l1"):
+        raise ValueError(f"field.loss.color_kind must be 'mse' or 'smooth_l1', got {kind!r}")
+    if weight is not None:
+        if pred.numel() == 0:
+            return pred.new_zeros(())
+        err = F.mse_loss(pred, target, reduction="none") if kind == "mse" else F.smooth_l1_loss(
+            pred, target, beta=beta, reduction="none")
+        return (weight[:, None] * err).mean()
     if kind == "mse":
         return F.mse_loss(pred, target)
-    if kind == "smooth_l1":
-        return F.smooth_l1_loss(pred, target, beta=beta)
-    raise ValueError(f"field.loss.color_kind must be 'mse' or 'smooth_l1', got {kind!r}")
+    return F.smooth_l1_loss(pred, target, beta=beta)
 
 
 def distance_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None, *, beta: float = 0.01,
-                  relative: bool = True) -> torch.Tensor:
+                  relative: bool = True, weight: torch.Tensor | None = None) -> torch.Tensor:
     """Smooth-L1 on the expected ray distance ``(N,)`` vs the supervision ``(N,)``.
 
     ``relative``: on ``(pred - target) / target`` (AbsRel-like, scale free), else on the raw difference.
-    ``mask`` ``(N,)`` bool selects the supervised rays (none selected: 0).
+    ``mask`` ``(N,)`` bool selects the supervised rays (none selected: 0); ``weight`` ``(N,)`` scales each ray's term.
     """
     if mask is not None:
         pred, target = pred[mask], target[mask]
+        weight = None if weight is None else weight[mask]
     if pred.numel() == 0:
         return pred.new_zeros(())
     err = (pred - target) / target if relative else pred - target
+    if weight is not None:
+        return (weight * F.smooth_l1_loss(err, torch.zeros_like(err), beta=beta, reduction="none")).mean()
     return F.smooth_l1_loss(err, torch.zeros_like(err), beta=beta)
 
 

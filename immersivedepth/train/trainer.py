@@ -1,4 +1,9 @@
-"""Fit a radiance field to one panorama and its distance map (fast on CPU, resumable, deterministic).
+"""Fit a radiance field to posed panoramas -- the input panorama, later also views added by other stages (fast on CPU,
+resumable, deterministic).
+
+The parts: :mod:`~immersivedepth.train.supervision` (the posed panoramas and their rays),
+:mod:`~immersivedepth.train.sampler` (which rays and samples a step uses), :mod:`~immersivedepth.train.losses` (the
+pure loss terms), :mod:`~immersivedepth.train.checkpoint` (checkpoint files); this module is the loop.
 
 Each step draws ``batch_rays`` pixels (a seeded ``torch.Generator``), samples each ray in a narrow band around its
 supervised distance plus a few occupancy-grid samples in front of it, renders, and minimises::
@@ -19,14 +24,14 @@ Outputs under ``run_dir``: ``checkpoints/last.pt`` + ``checkpoints/step_XXXXXX.p
 from __future__ import annotations
 
 import csv
-import hashlib
+import dataclasses
 import json
 import logging
 import math
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,30 +39,18 @@ import torch
 from tqdm.auto import tqdm
 
 from immersivedepth import io, sphere
+from immersivedepth.errors import CheckpointError, one_line
 from immersivedepth.field.model import scene_bounds_from_points
-from immersivedepth.field.renderer import render_rays, render_samples
-from immersivedepth.field.sampler import band_samples, concat_samples, occupied_segments, segment_samples
-from immersivedepth.train.checkpoint import (
-    FORMAT,
-    CheckpointError,
-    check_model_config,
-    link_checkpoint,
-    load_checkpoint,
-    save_checkpoint,
-)
+from immersivedepth.field.renderer import render_panorama, render_rays, render_samples
+from immersivedepth.train.checkpoint import FORMAT, CheckpointManager, check_model_config, load_checkpoint
 from immersivedepth.train.config import build_field, resolve_config
-from immersivedepth.train.dataset import PanoramaRays, training_resolution
-from immersivedepth.train.losses import (
-    color_loss,
-    distance_loss,
-    distortion_loss,
-    normal_loss,
-    opacity_loss,
-    psnr_from_mse,
-)
+from immersivedepth.train.dataset import training_resolution
+from immersivedepth.train.losses import LossWeights, losses, psnr_from_mse
+from immersivedepth.train.sampler import TrainingRaySampler
 from immersivedepth.train.schedule import lr_at
+from immersivedepth.train.supervision import PosedPanorama, SupervisionRays, supervision_digest
 
-__all__ = ["train_field", "TrainingInterrupted", "evaluate_view", "METRIC_COLUMNS"]
+__all__ = ["Trainer", "train_field", "TrainingInterrupted", "evaluate_view", "METRIC_COLUMNS", "PosedPanorama"]
 
 LOG = logging.getLogger("immersivedepth.train")
 METRIC_COLUMNS = ("step", "loss", "color", "distance", "distortion", "opacity", "normal", "psnr", "lr",
@@ -66,13 +59,6 @@ METRIC_COLUMNS = ("step", "loss", "color", "distance", "distortion", "opacity", 
 
 class TrainingInterrupted(KeyboardInterrupt):
     """Training stopped on Ctrl-C after saving a checkpoint; the message says where and how to resume."""
-
-
-def _data_digest(rgb: np.ndarray, distance: np.ndarray) -> str:
-    h = hashlib.sha256()
-    h.update(np.ascontiguousarray(rgb, dtype=np.float32).tobytes())
-    h.update(np.ascontiguousarray(np.nan_to_num(distance, nan=0.0, posinf=0.0), dtype=np.float32).tobytes())
-    return h.hexdigest()[:16]
 
 
 def _write_metrics(path: Path, rows: list[dict]) -> None:
@@ -121,8 +107,6 @@ def evaluate_view(field, rgb: np.ndarray, distance: np.ndarray, *, position=(0.0
 
 
 def _preview(field, path_prefix: Path, width: int, vmax: float, chunk: int) -> None:
-    from immersivedepth.field.renderer import render_panorama
-
     width = max(2, int(width) // 2 * 2)
     pano = render_panorama(field, width // 2, width, chunk=chunk)
     io.write_image(path_prefix.with_name(path_prefix.name + "_rgb.png"), pano["rgb"])
@@ -156,22 +140,263 @@ class _SigintFlag:
         return False
 
 
-def train_field(rgb, distance, run_dir, cfg: Mapping | None = None, *, resume: bool = False, device: str = "cpu",
-                seed: int = 0, progress: bool = True, callbacks: Iterable[Callable[[int, dict], None]] = (),
-                stop_at: int | None = None) -> dict:
-    """Train (or resume) the radiance field of one panorama.
+class MetricsLog:
+    """``train/metrics.csv`` (rewritten atomically at every log step; on resume, rows up to the resumed step are
+    kept) and, when the ``tensorboard`` package is installed and enabled, ``train/tb/``."""
+
+    def __init__(self, train_dir: Path, *, tensorboard: bool):
+        self.path = train_dir / "metrics.csv"
+        self.rows: list[dict] = []
+        self.tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter  # optional third-party dependency
+            except ImportError:
+                SummaryWriter = None
+            if SummaryWriter is not None:
+                self.tb = SummaryWriter(str(train_dir / "tb"))
+
+    def resume_at(self, step: int) -> None:
+        self.rows = _read_metrics(self.path, step)
+
+    def append(self, metrics: dict) -> None:
+        if not self.rows or self.rows[-1]["step"] != metrics["step"]:
+            self.rows.append(metrics)
+        _write_metrics(self.path, self.rows)
+        if self.tb is not None:
+            for k, v in metrics.items():
+                if k != "step":
+                    self.tb.add_scalar(f"train/{k}", v, metrics["step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _prepare_supervision(panoramas: Sequence[PosedPanorama], max_width: int) -> list[PosedPanorama]:
+    """Each panorama at the training resolution (``field.data.max_width``); the fill masks follow the distance."""
+    out = []
+    for p in panoramas:
+        rgb, distance = np.asarray(p.rgb), np.asarray(p.distance)
+        if distance.ndim != 2 or rgb.shape[:2] != distance.shape:  # SupervisionRays names what is wrong
+            out.append(p)
+            continue
+        small_rgb, small_d = training_resolution(rgb, distance, max_width)
+        filled = p.filled
+        if small_d.shape != distance.shape:
+            LOG.info("train: %s trains on %dx%d (panorama %dx%d; field.data.max_width=%d)", p.name, small_d.shape[1],
+                     small_d.shape[0], distance.shape[1], distance.shape[0], max_width)
+            if filled is not None:
+                _, filled = training_resolution(rgb, np.asarray(filled, np.float32), max_width)
+                filled = filled > 0.5
+        out.append(dataclasses.replace(p, rgb=small_rgb, distance=small_d, filled=filled))
+    return out
+
+
+class Trainer:
+    """Fits a radiance field to posed panoramas (see the module docstring for the loss and the schedule).
 
     Args:
-        rgb: ``(H, W, 3)`` float32 in [0, 1].
+        cfg: the resolved ``field`` config (:func:`~immersivedepth.train.config.resolve_config`).
+        panoramas: the supervision, the input panorama (at the origin) first; it alone fixes the scene box.
+        checkpoint_dir, train_dir: where checkpoints and metrics/previews go.
+        device, seed: the torch device; the seed of the initialisation and of every random draw.
+    """
+
+    def __init__(self, cfg: dict, panoramas: Sequence[PosedPanorama], *, checkpoint_dir: Path, train_dir: Path,
+                 device: str = "cpu", seed: int = 0):
+        self.cfg = cfg
+        self.device = device
+        self.seed = int(seed)
+        self.digest = supervision_digest(panoramas)  # of the supervision as given, before any resizing
+        prepared = _prepare_supervision(panoramas, int(cfg["data"]["max_width"]))
+        self.input = prepared[0]
+        self.rays = SupervisionRays(prepared, cfg["masks"], device)
+        self.train_dir = Path(train_dir)
+        self.checkpoints = CheckpointManager(checkpoint_dir, int(cfg["log"]["keep_checkpoints"]))
+        self.metrics_log = MetricsLog(self.train_dir, tensorboard=bool(cfg["log"]["tensorboard"]))
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(self.seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            bmin, bmax = scene_bounds_from_points(self.rays.input_points.cpu(), float(cfg["model"]["scene_margin"]))
+            self.field = build_field(cfg, bmin, bmax).to(device)
+        self.field.occupancy.seed_from_points(self.rays.input_points, int(cfg["grid"]["dilation"]))
+        oc = cfg["optim"]
+        self.optimizer = torch.optim.Adam(self.field.parameters(), lr=float(oc["lr"]), betas=tuple(oc["betas"]),
+                                          eps=float(oc["eps"]), fused=bool(oc["fused"]))
+        self.loss_weights = LossWeights.from_config(cfg["loss"])
+        self.step = 0
+        self.wall_before = 0.0
+        self.sampler: TrainingRaySampler | None = None  # built once the field's state is final (fresh or loaded)
+
+    # ------------------------------------------------------------------ state
+    def _load_state(self, payload: dict, path: Path, *, generator: bool) -> None:
+        try:
+            self.field.load_state_dict(payload["model"])
+            self.optimizer.load_state_dict(payload["optimizer"])
+            if generator:
+                self.generator.set_state(payload["generator"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"checkpoint {path} does not fit this model: {one_line(exc, 300)}") from exc
+
+    def resume(self) -> None:
+        """Continue from ``last.pt`` exactly where it stopped (same supervision, same config)."""
+        payload = self.checkpoints.load_for_resume(self.cfg, self.digest, self.device)
+        self._load_state(payload, self.checkpoints.last, generator=True)
+        self.step = int(payload["step"])
+        self.wall_before = float(payload.get("wall_time", 0.0))
+        self.metrics_log.resume_at(self.step)
+        LOG.info("train: resumed from %s at step %d", self.checkpoints.last, self.step)
+
+    def warm_start(self, path) -> None:
+        """Start from another run's field (parameters, Adam moments, occupancy grid, RNG state) with a fresh schedule:
+        how training continues after supervision was added. The model config must match."""
+        path = Path(path)
+        payload = load_checkpoint(path, map_location=self.device)
+        check_model_config(payload, self.cfg, path)
+        self._load_state(payload, path, generator=True)
+        LOG.info("train: warm start from %s", path)
+
+    def payload(self, metrics: dict, wall: float) -> dict:
+        return {"format": FORMAT, "step": int(self.step), "config": json.dumps(self.cfg, sort_keys=True),
+                "model": self.field.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "generator": self.generator.get_state(), "image_size": [self.rays.height, self.rays.width],
+                "data_digest": self.digest, "seed": self.seed, "wall_time": float(wall),
+                "metrics": {k: float(v) for k, v in metrics.items()}}
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self, total: int) -> dict:
+        """One optimisation step (lr schedule, batch, render, losses, Adam, occupancy refresh); returns metrics."""
+        cfg, field = self.cfg, self.field
+        oc, gc, sc = cfg["optim"], cfg["grid"], cfg["sampling"]
+        lr = lr_at(self.step, base_lr=float(oc["lr"]), total_steps=total, warmup_steps=int(oc["warmup_steps"]),
+                   warmup_start_factor=float(oc["warmup_start_factor"]), final_factor=float(oc["final_lr_factor"]))
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        batch_size = int(oc["batch_rays"])
+        batch = self.sampler.draw(batch_size, self.generator)
+        out = render_samples(field, batch.origins, batch.dirs, batch.samples, batch.far,
+                             color_weight_threshold=float(sc["color_weight_threshold"]),
+                             max_color_samples=int(sc["train_color_samples"]) or None,
+                             renormalize_color=bool(int(sc["train_color_samples"])),
+                             compute_normals=self.loss_weights.normal > 0)
+        terms = losses(out, batch, self.loss_weights)
+        self.optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        self.optimizer.step()
+        self.step += 1
+        if self.step >= int(gc["update_start"]) and self.step % int(gc["update_every"]) == 0:
+            field.occupancy.update(field.density, threshold=self.grid_threshold, decay=float(gc["decay"]),
+                                   generator=self.generator)
+            self.sampler.refresh()
+        with torch.no_grad():
+            cm = batch.color_mask
+            mse = float(torch.mean((out["rgb"][cm].clamp(0, 1) - batch.rgb[cm]) ** 2))
+        return {"step": self.step, "loss": float(terms["total"].detach()), "color": float(terms["color"].detach()),
+                "distance": float(terms["distance"].detach()), "distortion": float(terms["distortion"].detach()),
+                "opacity": float(terms["opacity"].detach()), "normal": float(terms["normal"].detach()),
+                "psnr": psnr_from_mse(mse), "lr": lr, "samples_per_ray": out["n_density"] / batch_size,
+                "color_samples_per_ray": out["n_color"] / batch_size,
+                "occupied": field.occupancy.occupied_fraction()}
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self, *, total: int | None = None, stop_at: int | None = None, progress: bool = True,
+            callbacks: Iterable[Callable[[int, dict], None]] = ()) -> dict:
+        """Train until ``total`` steps (default ``optim.steps``) or ``stop_at``; checkpoints, metrics, previews, and
+        the final training-view evaluation. Returns the summary (see :func:`train_field`)."""
+        cfg = self.cfg
+        logc = cfg["log"]
+        total = int(cfg["optim"]["steps"]) if total is None else int(total)
+        fine_step = float(self.field.render_options["coarse_step"]) / int(self.field.render_options["per_segment"])
+        self.grid_threshold = -math.log(1.0 - float(cfg["grid"]["alpha_threshold"])) / fine_step
+        self.sampler = TrainingRaySampler(self.rays, self.field, cfg["sampling"], chunk=int(logc["eval_chunk"]))
+        prev_dir = self.train_dir / "previews"
+        max_dist = float(self.rays.distance.max())
+        metrics: dict = {}
+        t_start = time.perf_counter()
+        wall = lambda: self.wall_before + time.perf_counter() - t_start  # noqa: E731
+        bar = tqdm(total=total, initial=self.step, disable=None if progress else True, desc="train field",
+                   unit="step", dynamic_ncols=True)
+        in_step = False
+        try:
+            with _SigintFlag() as sig:
+                while self.step < total and (stop_at is None or self.step < stop_at):
+                    in_step = True
+                    metrics = self.train_step(total)
+                    in_step = False
+                    metrics["elapsed_s"] = wall()
+                    bar.update(1)
+                    step = self.step
+                    if step % int(logc["log_every"]) == 0 or step == total:
+                        self.metrics_log.append(metrics)
+                        bar.set_postfix(loss=f"{metrics['loss']:.4f}", psnr=f"{metrics['psnr']:.2f}")
+                    if int(logc["preview_every"]) > 0 and step % int(logc["preview_every"]) == 0:
+                        _preview(self.field, prev_dir / f"step_{step:06d}", int(logc["preview_width"]), max_dist,
+                                 int(logc["eval_chunk"]))
+                    if step % int(logc["checkpoint_every"]) == 0 and step < total:
+                        self.checkpoints.save(self.payload(metrics, wall()), step)
+                    for cb in callbacks:
+                        cb(step, metrics)
+                    if sig.requested:
+                        raise KeyboardInterrupt
+        except KeyboardInterrupt as exc:
+            bar.close()
+            ck_dir = self.checkpoints.folder
+            if in_step:
+                raise TrainingInterrupted(f"training interrupted inside step {self.step + 1}; the last periodic "
+                                          f"checkpoint in {ck_dir} is intact; resume with is_continue=true") from exc
+            last = self.checkpoints.save(self.payload(metrics, wall()), self.step)
+            if metrics:
+                self.metrics_log.append(metrics)
+            raise TrainingInterrupted(f"training interrupted at step {self.step}/{total}; checkpoint saved to {last}; "
+                                      "resume with is_continue=true (train_field(..., resume=True))") from exc
+        finally:
+            bar.close()
+            self.metrics_log.close()
+        train_wall = wall()
+        last = self.checkpoints.save(self.payload(metrics, train_wall), self.step)
+        step = self.step
+        if int(logc["preview_every"]) > 0 and not (prev_dir / f"step_{step:06d}_rgb.png").is_file():
+            _preview(self.field, prev_dir / f"step_{step:06d}", int(logc["preview_width"]), max_dist,
+                     int(logc["eval_chunk"]))
+        self.field.eval()
+        ev = self.evaluate_input(stride=int(logc["eval_stride"]), chunk=int(logc["eval_chunk"]))
+        return {"steps": step, "psnr": ev["psnr"], "abs_rel": ev["abs_rel"], "wall_time": train_wall,
+                "eval_time": ev["seconds"], "n_rays": int((self.rays.panorama == 0).sum()), "checkpoint": str(last),
+                "stopped_early": step < total}
+
+    def evaluate_input(self, *, stride: int, chunk: int) -> dict:
+        """:func:`evaluate_view` of the input panorama (the first supervision panorama) at its training size."""
+        p = self.input
+        return evaluate_view(self.field, np.asarray(p.rgb, np.float32),
+                             np.nan_to_num(p.distance, nan=0.0, posinf=0.0).astype(np.float32),
+                             position=p.position, stride=stride, chunk=chunk)
+
+
+def train_field(rgb=None, distance=None, run_dir=None, cfg: Mapping | None = None, *, resume: bool = False,
+                device: str = "cpu", seed: int = 0, progress: bool = True,
+                callbacks: Iterable[Callable[[int, dict], None]] = (), stop_at: int | None = None,
+                supervision: Sequence[PosedPanorama] | None = None, warm_start=None,
+                checkpoint_dir=None, train_dir=None) -> dict:
+    """Train (or resume) the radiance field of one panorama, or of a list of posed panoramas.
+
+    Args:
+        rgb: ``(H, W, 3)`` float32 in [0, 1] (the input panorama, at the origin).
         distance: ``(H, W)`` float32 world units along the ray from the panorama centre (0 / NaN = invalid, masked).
-        run_dir: the run directory (``checkpoints/`` and ``train/`` are written inside).
-        cfg: the ``field`` config group (dict or OmegaConf; missing keys take ``configs/field/default.yaml``'s).
-        resume: continue from ``checkpoints/last.pt`` (error if it is missing, corrupt or from another model config).
+        run_dir: the run directory (``checkpoints/`` and ``train/`` are written inside unless ``checkpoint_dir`` /
+            ``train_dir`` say otherwise).
+        cfg: the ``field`` config group (dict or OmegaConf; missing keys take the defaults).
+        resume: continue from ``<checkpoint_dir>/last.pt`` (error if it is missing, corrupt, from another model
+            config or from other supervision).
         device: torch device string.
         seed: seeds the parameter initialisation and the ray sampling (bit-reproducible on the CPU).
         progress: show a tqdm bar with loss and PSNR.
         callbacks: ``cb(step, metrics)`` after every step (a callback may raise ``KeyboardInterrupt`` to stop).
         stop_at: stop (with a checkpoint) once this many steps are done, keeping the schedule of ``optim.steps``.
+        supervision: instead of ``rgb``/``distance``: the posed panoramas, the input (at the origin) first.
+        warm_start: a field checkpoint to start from (parameters, optimiser and occupancy state) with a fresh
+            ``optim.steps`` schedule -- how training continues after panoramas were added. Ignored when resuming.
 
     Returns:
         summary dict: ``steps``, ``psnr`` / ``abs_rel`` (training view rendered with the occupancy sampler, stride
@@ -183,218 +408,15 @@ def train_field(rgb, distance, run_dir, cfg: Mapping | None = None, *, resume: b
         TrainingInterrupted: on Ctrl-C (or ``KeyboardInterrupt`` from a callback) after saving ``last.pt``.
     """
     cfg = resolve_config(cfg)
-    rgb = np.asarray(rgb)
-    distance = np.asarray(distance)
-    given = (rgb, distance)  # the resume check fingerprints the input as given
-    full_size = distance.shape if distance.ndim == 2 else None
-    if full_size is not None and rgb.shape[:2] == full_size:  # else PanoramaRays names what is wrong
-        rgb, distance = training_resolution(rgb, distance, int(cfg["data"]["max_width"]))
-        if distance.shape != full_size:
-            LOG.info("train: training on %dx%d (panorama %dx%d; field.data.max_width=%d)", distance.shape[1],
-                     distance.shape[0], full_size[1], full_size[0], int(cfg["data"]["max_width"]))
-    rays = PanoramaRays(rgb, distance, cfg["masks"], device)
-    digest = _data_digest(*given)
+    if supervision is None:
+        supervision = [PosedPanorama(np.asarray(rgb), np.asarray(distance))]
+    elif rgb is not None or distance is not None:
+        raise ValueError("train_field: give either rgb/distance or supervision, not both")
     run_dir = Path(run_dir)
-    ck_dir, train_dir = run_dir / "checkpoints", run_dir / "train"
-    prev_dir = train_dir / "previews"
-    metrics_path = train_dir / "metrics.csv"
-    oc, sc, gc, lc, logc = cfg["optim"], cfg["sampling"], cfg["grid"], cfg["loss"], cfg["log"]
-    total = int(oc["steps"])
-
-    gen = torch.Generator(device=device)
-    gen.manual_seed(int(seed))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seed))
-        bmin, bmax = scene_bounds_from_points(rays.points.cpu(), float(cfg["model"]["scene_margin"]))
-        field = build_field(cfg, bmin, bmax).to(device)
-    field.occupancy.seed_from_points(rays.points, int(gc["dilation"]))
-    optimizer = torch.optim.Adam(field.parameters(), lr=float(oc["lr"]), betas=tuple(oc["betas"]), eps=float(oc["eps"]),
-                                 fused=bool(oc["fused"]))
-
-    step, wall_before, rows = 0, 0.0, []
+    trainer = Trainer(cfg, supervision, checkpoint_dir=Path(checkpoint_dir or run_dir / "checkpoints"),
+                      train_dir=Path(train_dir or run_dir / "train"), device=device, seed=seed)
     if resume:
-        path = ck_dir / "last.pt"
-        if not path.is_file():
-            raise FileNotFoundError(f"resume requested (is_continue=true) but {path} does not exist; train from "
-                                    "scratch with is_continue=false")
-        payload = load_checkpoint(path, map_location=device)
-        check_model_config(payload, cfg, path)
-        if payload.get("data_digest") != digest:
-            raise CheckpointError(f"checkpoint {path} was trained on a different panorama or distance map; use a new "
-                                  "exp_name or is_continue=false")
-        try:
-            field.load_state_dict(payload["model"])
-            optimizer.load_state_dict(payload["optimizer"])
-            gen.set_state(payload["generator"])
-        except (RuntimeError, ValueError, KeyError) as exc:
-            raise CheckpointError(f"checkpoint {path} does not fit this model: {str(exc)[:300]}") from exc
-        step = int(payload["step"])
-        wall_before = float(payload.get("wall_time", 0.0))
-        rows = _read_metrics(metrics_path, step)
-        LOG.info("train: resumed from %s at step %d", path, step)
-
-    train_idx = torch.nonzero(rays.color_mask | rays.depth_mask, as_tuple=False)[:, 0]
-    cell = float(field.occupancy.cell_size.min())
-    band_min = float(sc["band_min_cells"]) * cell
-    coarse_step = float(field.render_options["coarse_step"])
-    fine_step = coarse_step / int(field.render_options["per_segment"])
-    halfwidth_all = torch.clamp(rays.distance * float(sc["band_rel"]), min=band_min)
-    band_start_all = (rays.distance - halfwidth_all).clamp_min(0.0)
-
-    @torch.no_grad()
-    def front_segments():
-        """Occupied coarse segments in front of every training ray's band (fixed rays: recomputed only when the
-        grid changes)."""
-        los, oks = [], []
-        chunk = int(logc["eval_chunk"])
-        for s0 in range(0, len(rays), chunk):
-            d = rays.dirs[s0:s0 + chunk]
-            lo, ok = occupied_segments(field.occupancy, torch.zeros_like(d), d, torch.zeros(d.shape[0], device=device),
-                                       band_start_all[s0:s0 + chunk], coarse_step=coarse_step,
-                                       max_segments=int(sc["front_cache_segments"]))
-            los.append(lo)
-            oks.append(ok)
-        return torch.cat(los), torch.cat(oks)
-
-    front_lo, front_ok = front_segments()
-    grid_threshold = -math.log(1.0 - float(gc["alpha_threshold"])) / fine_step
-    batch = int(oc["batch_rays"])
-    origins = torch.zeros(batch, 3, device=device)
-    max_dist = float(rays.distance.max())
-    tb = None
-    if bool(logc["tensorboard"]):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            tb = SummaryWriter(str(train_dir / "tb"))
-        except ImportError:
-            tb = None
-
-    def payload_at(cur_step: int, wall: float, metrics: dict) -> dict:
-        return {"format": FORMAT, "step": int(cur_step), "config": json.dumps(cfg, sort_keys=True),
-                "model": field.state_dict(), "optimizer": optimizer.state_dict(), "generator": gen.get_state(),
-                "image_size": [rays.height, rays.width], "data_digest": digest, "seed": int(seed),
-                "wall_time": float(wall), "metrics": {k: float(v) for k, v in metrics.items()}}
-
-    def save(cur_step: int, wall: float, metrics: dict, periodic: bool) -> Path:
-        data = payload_at(cur_step, wall, metrics)
-        last = ck_dir / "last.pt"
-        try:
-            if periodic:
-                link_checkpoint(save_checkpoint(ck_dir / f"step_{cur_step:06d}.pt", data), last)
-            else:
-                save_checkpoint(last, data)
-        except OSError as exc:
-            raise CheckpointError(f"could not write a checkpoint in {ck_dir} at step {cur_step} ({exc}); the previous "
-                                  f"{last.name} is intact. Free disk space and resume with is_continue=true") from exc
-        keep = int(logc["keep_checkpoints"])
-        olds = sorted(ck_dir.glob("step_*.pt"))
-        for p in olds[:-keep] if keep > 0 else []:
-            p.unlink(missing_ok=True)
-        return last
-
-    metrics: dict = {}
-    t_start = time.perf_counter()
-    wall = lambda: wall_before + time.perf_counter() - t_start  # noqa: E731
-    bar = tqdm(total=total, initial=step, disable=None if progress else True, desc="train field", unit="step",
-               dynamic_ncols=True)
-    in_step = False
-    try:
-        with _SigintFlag() as sig:
-            while step < total and (stop_at is None or step < stop_at):
-                in_step = True
-                lr = lr_at(step, base_lr=float(oc["lr"]), total_steps=total, warmup_steps=int(oc["warmup_steps"]),
-                           warmup_start_factor=float(oc["warmup_start_factor"]),
-                           final_factor=float(oc["final_lr_factor"]))
-                for g in optimizer.param_groups:
-                    g["lr"] = lr
-                idx = train_idx[torch.randint(train_idx.numel(), (batch,), generator=gen, device=device)]
-                dirs = rays.dirs[idx]
-                gd = rays.distance[idx]
-                halfwidth = halfwidth_all[idx]
-                f_lo, f_ok = front_lo[idx], front_ok[idx]
-                want_normals = float(lc["normal"]) > 0
-                # front_segments of the ray's occupied segments before its band, drawn at random (kept in ray order)
-                keys = torch.rand(f_lo.shape, generator=gen, device=device) + (~f_ok).float() * 2.0
-                pick = torch.sort(torch.topk(keys, min(int(sc["front_segments"]), keys.shape[1]), dim=1,
-                                             largest=False).indices, dim=1).values
-                front = segment_samples(f_lo.gather(1, pick), f_ok.gather(1, pick), torch.zeros_like(gd),
-                                        band_start_all[idx], coarse_step=coarse_step, per_segment=1, perturb=True,
-                                        generator=gen)
-                band = band_samples(gd, halfwidth, int(sc["band_samples"]), perturb=True, generator=gen)
-                out = render_samples(field, origins, dirs, concat_samples(front, band), gd + halfwidth,
-                                     color_weight_threshold=float(sc["color_weight_threshold"]),
-                                     max_color_samples=int(sc["train_color_samples"]) or None,
-                                     renormalize_color=bool(int(sc["train_color_samples"])),
-                                     compute_normals=want_normals)
-                cm, dm = rays.color_mask[idx], rays.depth_mask[idx]
-                rgb_pred, rgb_true = out["rgb"][cm], rays.rgb[idx][cm]
-                l_col = color_loss(rgb_pred, rgb_true, kind=str(lc["color_kind"]), beta=float(lc["color_beta"]))
-                l_dist = distance_loss(out["distance"], gd, dm, beta=float(lc["distance_beta"]),
-                                       relative=bool(lc["distance_relative"]))
-                l_dst = distortion_loss(out["weights"], out["t"], out["delta"], scale=field.unit)
-                l_opa = opacity_loss(out["opacity"], cm)
-                l_nrm = normal_loss(out["normal"], rays.normals[idx], dm) if want_normals else l_dist.new_zeros(())
-                loss = (float(lc["color"]) * l_col + float(lc["distance"]) * l_dist
-                        + float(lc["distortion"]) * l_dst + float(lc["opacity"]) * l_opa + float(lc["normal"]) * l_nrm)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                step += 1
-                if step >= int(gc["update_start"]) and step % int(gc["update_every"]) == 0:
-                    field.occupancy.update(field.density, threshold=grid_threshold, decay=float(gc["decay"]),
-                                           generator=gen)
-                    front_lo, front_ok = front_segments()
-                in_step = False
-                with torch.no_grad():
-                    mse = float(torch.mean((rgb_pred.clamp(0, 1) - rgb_true) ** 2))
-                metrics = {"step": step, "loss": float(loss.detach()), "color": float(l_col.detach()),
-                           "distance": float(l_dist.detach()), "distortion": float(l_dst.detach()),
-                           "opacity": float(l_opa.detach()), "normal": float(l_nrm.detach()),
-                           "psnr": psnr_from_mse(mse), "lr": lr, "samples_per_ray": out["n_density"] / batch,
-                           "color_samples_per_ray": out["n_color"] / batch,
-                           "occupied": field.occupancy.occupied_fraction(), "elapsed_s": wall()}
-                bar.update(1)
-                if step % int(logc["log_every"]) == 0 or step == total:
-                    rows.append(metrics)
-                    _write_metrics(metrics_path, rows)
-                    bar.set_postfix(loss=f"{metrics['loss']:.4f}", psnr=f"{metrics['psnr']:.2f}")
-                    if tb is not None:
-                        for k, v in metrics.items():
-                            if k != "step":
-                                tb.add_scalar(f"train/{k}", v, step)
-                if int(logc["preview_every"]) > 0 and step % int(logc["preview_every"]) == 0:
-                    _preview(field, prev_dir / f"step_{step:06d}", int(logc["preview_width"]), max_dist,
-                             int(logc["eval_chunk"]))
-                if step % int(logc["checkpoint_every"]) == 0 and step < total:
-                    save(step, wall(), metrics, periodic=True)
-                for cb in callbacks:
-                    cb(step, metrics)
-                if sig.requested:
-                    raise KeyboardInterrupt
-    except KeyboardInterrupt as exc:
-        bar.close()
-        if in_step:
-            raise TrainingInterrupted(f"training interrupted inside step {step + 1}; the last periodic checkpoint in "
-                                      f"{ck_dir} is intact; resume with is_continue=true") from exc
-        last = save(step, wall(), metrics, periodic=True)
-        if metrics:
-            if not rows or rows[-1]["step"] != step:
-                rows.append(metrics)
-            _write_metrics(metrics_path, rows)
-        raise TrainingInterrupted(f"training interrupted at step {step}/{total}; checkpoint saved to {last}; resume "
-                                  "with is_continue=true (train_field(..., resume=True))") from exc
-    finally:
-        bar.close()
-        if tb is not None:
-            tb.close()
-    train_wall = wall()
-    last = save(step, train_wall, metrics, periodic=True)
-    if int(logc["preview_every"]) > 0 and not (prev_dir / f"step_{step:06d}_rgb.png").is_file():
-        _preview(field, prev_dir / f"step_{step:06d}", int(logc["preview_width"]), max_dist, int(logc["eval_chunk"]))
-    field.eval()
-    ev = evaluate_view(field, rgb.astype(np.float32), np.nan_to_num(distance, nan=0.0, posinf=0.0).astype(np.float32),
-                       stride=int(logc["eval_stride"]), chunk=int(logc["eval_chunk"]))
-    return {"steps": step, "psnr": ev["psnr"], "abs_rel": ev["abs_rel"], "wall_time": train_wall,
-            "eval_time": ev["seconds"], "n_rays": len(rays), "checkpoint": str(last),
-            "stopped_early": step < total}
+        trainer.resume()
+    elif warm_start is not None:
+        trainer.warm_start(warm_start)
+    return trainer.fit(stop_at=stop_at, progress=progress, callbacks=callbacks)
