@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -36,7 +37,7 @@ FUSION_RULES = ("mean", "weighted", "multiband")
 class FuseConfig:
     """Parameters of :func:`fuse_disparities` (the ``depth.fuse`` config group)."""
 
-    weights: list | dict | None = None  # weighted: per-model weights (list in model order or {name: w})
+    weights: Any = None  # weighted: per-model weights (list in model order or {name: w})
     reference: str | int | None = None  # frame all models are fitted to; None: the multiband base, else model 0
     base: str | int | None = None  # multiband low band; None: the last model
     detail: str | int | None = None  # multiband high band; None: the first model

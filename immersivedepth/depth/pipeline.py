@@ -7,11 +7,9 @@ with a reference distance map or a few known distances its global scale is fitte
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 import types
-import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from immersivedepth import sphere
+from immersivedepth.config import from_mapping
 from immersivedepth.depth.align import AlignConfig, align_tiles, apply_alignment
 from immersivedepth.depth.blend import BlendConfig, blend_tiles
 from immersivedepth.depth.fuse import FUSION_RULES, FuseConfig, fuse_disparities
@@ -42,8 +41,8 @@ class TileConfig:
 
     level: int = 0  # icosahedron subdivision: 20 * 4**level faces
     padding: float = 0.3  # fov = face extent * (1 + padding), used when fov_deg is null
-    fov_deg: float | list | None = None  # explicit fov, or a list of fovs (one tile set per fov, PERF style)
-    size: int | list = 518  # tile size for models without an input_size attribute: S or [H, W]
+    fov_deg: Any = None  # explicit fov, or a list of fovs (one tile set per fov, PERF style)
+    size: Any = 518  # tile size for models without an input_size attribute: S or [H, W]
     antialias: bool = True  # supersample the ERP when a tile pixel covers several ERP pixels
     max_supersample: int = 4  # upper bound of that supersampling factor
     batch_size: int = 4  # tiles per model call
@@ -79,41 +78,9 @@ class DepthConfig:
 
     @classmethod
     def from_mapping(cls, cfg: Any) -> DepthConfig:
-        """Build from the ``depth:`` group (OmegaConf DictConfig, plain dict, or a DepthConfig)."""
-        if isinstance(cfg, DepthConfig):
-            return cfg
-        if cfg is None:
-            return cls()
-        try:
-            from omegaconf import DictConfig, OmegaConf
-
-            if isinstance(cfg, DictConfig):
-                cfg = OmegaConf.to_container(cfg, resolve=True)
-        except ImportError:  # pragma: no cover
-            pass
-        if not isinstance(cfg, Mapping):
-            raise ValueError(f"depth config must be a mapping, got {type(cfg).__name__}")
-        return _from_mapping(cls, cfg, "depth")
-
-
-def _from_mapping(cls, data: Mapping, where: str):
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(data) - names
-    if unknown:
-        raise ValueError(f"unknown key(s) {sorted(unknown)} in {where}; valid keys: {sorted(names)}")
-    kwargs = {}
-    for key, value in data.items():
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint) and isinstance(hint, type):
-            if value is None:
-                continue
-            if not isinstance(value, Mapping):
-                raise ValueError(f"{where}.{key} must be a mapping, got {value!r}")
-            kwargs[key] = _from_mapping(hint, value, f"{where}.{key}")
-        else:
-            kwargs[key] = list(value) if isinstance(value, tuple) else value
-    return cls(**kwargs)
+        """Build from the ``depth:`` group (OmegaConf DictConfig, plain dict, or a DepthConfig); unknown keys and
+        bad values are :class:`~immersivedepth.errors.ConfigError` s naming the dotted key."""
+        return from_mapping(cls, cfg, "depth")
 
 
 @dataclass

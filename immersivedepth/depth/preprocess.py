@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -40,7 +41,7 @@ class DehazeConfig:
     omega: float = 0.95  # fraction of haze removed (He et al. keep 5% for depth perception)
     t_min: float = 0.1  # lower bound of the transmission
     top_fraction: float = 0.001  # brightest dark-channel fraction used to estimate the atmospheric light
-    atmosphere: list | None = None  # fixed atmospheric light [r, g, b]; None: estimate it
+    atmosphere: Any = None  # fixed atmospheric light [r, g, b]; None: estimate it
     guided_radius: int = 0  # refine the transmission with a guided filter of this radius (0: off)
     guided_eps: float = 1e-3  # guided-filter regulariser
 

@@ -18,27 +18,69 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from typing import Any
 
 import torch
 from torch import nn
 
+from immersivedepth.config import as_dict, from_mapping, non_negative, one_of, positive, require
 from immersivedepth.field.sampler import OccupancyGrid
 
-__all__ = ["RadianceField", "TruncExp", "trunc_exp", "sh_encoding", "scene_bounds_from_points", "MODEL_DEFAULTS"]
+__all__ = ["RadianceField", "TruncExp", "trunc_exp", "sh_encoding", "scene_bounds_from_points", "FieldModelConfig",
+           "HashGridConfig", "MLPConfig"]
 
-MODEL_DEFAULTS: dict = {
-    "density_grid": {"n_levels": 12, "n_features_per_level": 2, "log2_hashmap_size": 17, "base_resolution": 16,
-                     "finest_resolution": 512},
-    "color_grid": {"n_levels": 16, "n_features_per_level": 2, "log2_hashmap_size": 19, "base_resolution": 16,
-                   "finest_resolution": 2048},
-    "density_mlp": {"width": 64, "depth": 1},
-    "color_mlp": {"width": 64, "depth": 2},
-    "view_dependent": False,
-    "density_bias": 0.0,
-    "background": "learned",
-    "scene_margin": 0.05,
-    "encoding_backend": "auto",
-}
+
+@dataclass
+class HashGridConfig:
+    """A multiresolution hash grid (tinycudann semantics, FACTS.md)."""
+
+    n_levels: int = 12
+    n_features_per_level: int = 2
+    log2_hashmap_size: int = 17  # T = 2^log2_hashmap_size entries per level
+    base_resolution: int = 16  # coarsest level's resolution over the scene box
+    finest_resolution: int = 512  # per_level_scale = (finest/base)^(1/(n_levels-1))
+
+    def __post_init__(self):
+        for key in ("n_levels", "n_features_per_level", "log2_hashmap_size", "base_resolution"):
+            positive(getattr(self, key), f"field.model.*_grid.{key}")
+        require(self.finest_resolution >= self.base_resolution, "field.model.*_grid.finest_resolution",
+                f"must be >= base_resolution ({self.base_resolution}), got {self.finest_resolution}")
+
+
+@dataclass
+class MLPConfig:
+    width: int = 64  # hidden width
+    depth: int = 1  # hidden layers
+
+    def __post_init__(self):
+        positive(self.width, "field.model.*_mlp.width")
+        non_negative(self.depth, "field.model.*_mlp.depth")
+
+
+@dataclass
+class FieldModelConfig:
+    """``field.model``: the keys that fix the parameter shapes (a checkpoint resumes only under identical values)."""
+
+    # evaluated at every sample
+    density_grid: HashGridConfig = dataclass_field(default_factory=HashGridConfig)
+    # evaluated only at samples that carry compositing weight
+    color_grid: HashGridConfig = dataclass_field(
+        default_factory=lambda: HashGridConfig(n_levels=16, log2_hashmap_size=19, finest_resolution=2048))
+    # output -> trunc_exp -> density per world unit
+    density_mlp: MLPConfig = dataclass_field(default_factory=MLPConfig)
+    # output -> sigmoid -> RGB
+    color_mlp: MLPConfig = dataclass_field(default_factory=lambda: MLPConfig(width=64, depth=2))
+    view_dependent: bool = False  # true: degree-2 spherical harmonics of the view direction feed the colour MLP
+    density_bias: float = 0.0  # added before trunc_exp (density = exp(raw + bias) / unit)
+    background: Any = "learned"  # colour of rays that leave the box: learned | black | white | [r, g, b]
+    scene_margin: float = 0.05  # box = bbox(supervised points + centre) grown by this x its largest extent per side
+    encoding_backend: str = "auto"  # auto (tcnn on CUDA, C++ op on CPU, else torch) | torch | cpu | tcnn
+
+    def __post_init__(self):
+        non_negative(self.scene_margin, "field.model.scene_margin")
+        one_of(self.encoding_backend, ("auto", "torch", "cpu", "tcnn"), "field.model.encoding_backend")
 
 
 class TruncExp(torch.autograd.Function):
@@ -85,16 +127,6 @@ def scene_bounds_from_points(points: torch.Tensor, margin: float = 0.05, include
     return lo - pad, hi + pad
 
 
-def _merge(defaults: Mapping, cfg: Mapping | None) -> dict:
-    out = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in defaults.items()}
-    for k, v in (cfg or {}).items():
-        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
-            out[k].update(dict(v))
-        else:
-            out[k] = v
-    return out
-
-
 def _per_level_scale(g: Mapping) -> float:
     levels = int(g["n_levels"])
     if levels <= 1:
@@ -125,7 +157,8 @@ class RadianceField(nn.Module):
 
     Args:
         bmin, bmax: ``(3,)`` world box (see the module docstring for how training chooses it).
-        model_cfg: the ``field.model`` config (keys of :data:`MODEL_DEFAULTS`; missing keys take the defaults).
+        model_cfg: the ``field.model`` config (:class:`FieldModelConfig` or a mapping of its keys; missing keys take
+            the defaults).
         occupancy_resolution: cells along the box's longest axis of the occupancy grid (``None``: no grid).
         render_options: sampling defaults for :func:`~immersivedepth.field.renderer.render_rays`.
 
@@ -136,7 +169,7 @@ class RadianceField(nn.Module):
     def __init__(self, bmin, bmax, model_cfg: Mapping | None = None, *, occupancy_resolution: int | None = 128,
                  render_options: Mapping | None = None):
         super().__init__()
-        cfg = _merge(MODEL_DEFAULTS, model_cfg)
+        cfg = as_dict(from_mapping(FieldModelConfig, model_cfg, "field.model"))
         self.cfg = cfg
         bmin = torch.as_tensor(bmin, dtype=torch.float32).reshape(3)
         bmax = torch.as_tensor(bmax, dtype=torch.float32).reshape(3)

@@ -28,6 +28,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -508,7 +509,7 @@ class FieldMeshOptions:
     """Options of :func:`field_mesh` (``render.export.field_mesh`` in the config)."""
 
     resolution: int = 256
-    threshold: float | str = "auto"
+    threshold: Any = "auto"  # a density level, or "auto"
     interp: str = "linear"
     refine_steps: int = 4
     slab: int = 16

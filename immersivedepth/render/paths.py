@@ -26,7 +26,9 @@ from scipy import ndimage
 from scipy.interpolate import CubicSpline
 
 from immersivedepth import sphere
+from immersivedepth.config import from_mapping
 from immersivedepth.errors import InputError
+from immersivedepth.render.config import DEFAULT_FPS, PATH_KINDS, PathSpec
 from immersivedepth.render.poses import CameraPose, load_poses_file, normalize_pose_type
 
 __all__ = [
@@ -46,7 +48,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-PATH_KINDS = ("tour", "circle", "spiral", "forward", "file")
 
 
 class PathViolationError(InputError):
@@ -315,64 +316,50 @@ def validate_poses(poses: Sequence[CameraPose], free: FreeSpace, *, on_violation
     return out
 
 
-def make_path(spec: Mapping, free: FreeSpace | None, *, on_violation: str = "clamp") -> tuple[list[CameraPose], float]:
+def make_path(spec: PathSpec | Mapping, free: FreeSpace | None, *,
+              on_violation: str = "clamp") -> tuple[list[CameraPose], float]:
     """Build a named path from its config -> (poses, fps).
 
-    ``spec`` keys: ``kind`` (tour|circle|spiral|forward|file), ``n_frames``, ``fps``, ``type``
-    (erp|perspective), ``width``, ``height``, ``fov_deg``, ``heading``, ``smooth_frames``,
-    ``camera_height`` and the kind's own keys (``fractions``/``anchors_per_ring`` for tour;
-    ``radius_fraction`` or ``radius`` (+``turns``) for circle; ``radius_fractions`` (r0, r1),
-    ``heights`` (y0, y1), ``turns`` for spiral; ``yaw_deg``, ``fraction`` for forward; ``file``
-    for file). Fractions are of the smallest safe horizontal radius (circle, spiral) or of the
-    radius in that direction (tour, forward), so the path stays in free space.
+    ``spec``: a :class:`~immersivedepth.render.config.PathSpec` or a mapping of its keys (unknown keys are an
+    error naming them); see that class for every key and default.
     """
-    kind = str(spec.get("kind", spec.get("name", "tour")))
-    if kind not in PATH_KINDS:
-        raise ValueError(f"render path kind {kind!r} unknown; expected one of {PATH_KINDS}.")
-    n = int(spec.get("n_frames", 120))
-    fps = float(spec.get("fps", 30))
-    if n < 1 or fps <= 0:
-        raise ValueError(f"render path {kind!r}: n_frames must be >= 1 and fps > 0, got {n}, {fps}.")
-    ptype = normalize_pose_type(spec.get("type", "equirectangular"), where=f"render path {kind!r}")
-    width = int(spec.get("width", 512))
-    height = int(spec.get("height", 256 if ptype == "equirectangular" else 512))
-    common = dict(pose_type=ptype, width=width, height=height, fov_deg=float(spec.get("fov_deg", 90.0)),
-                  heading=str(spec.get("heading", "auto")), smooth_frames=float(spec.get("smooth_frames", 3.0)),
-                  pitch_deg=float(spec.get("pitch_deg", 0.0)))
-    cam_y = float(spec.get("camera_height", 0.0))
+    spec = from_mapping(PathSpec, spec, "render path")
+    kind, n, fps = spec.kind, spec.n_frames, spec.fps or DEFAULT_FPS
+    ptype = normalize_pose_type(spec.type, where=f"render path {spec.name!r}")
+    width = spec.width
+    height = spec.height or (256 if ptype == "equirectangular" else 512)
+    common = dict(pose_type=ptype, width=width, height=height, fov_deg=spec.fov_deg, heading=spec.heading,
+                  smooth_frames=spec.smooth_frames, pitch_deg=spec.pitch_deg)
+    cam_y = spec.camera_height
     if kind == "file":
-        if not spec.get("file"):
-            raise ValueError("render path kind 'file' needs 'file: <poses JSON or nerfstudio camera path>'.")
-        poses, file_fps = load_poses_file(spec["file"], default_width=width, default_height=height,
-                                          default_fov_deg=common["fov_deg"])
-        fps = float(spec.get("fps") or file_fps or fps)
+        poses, file_fps = load_poses_file(spec.file, default_width=width, default_height=height,
+                                          default_fov_deg=spec.fov_deg)
+        fps = float(spec.fps or file_fps or DEFAULT_FPS)
         if free is not None:
-            poses = validate_poses(poses, free, on_violation=on_violation, what=f"camera path {spec['file']}")
+            poses = validate_poses(poses, free, on_violation=on_violation, what=f"camera path {spec.file}")
         return poses, fps
     if free is None:
-        raise ValueError(f"render path {kind!r} needs the distance map (depth/distance.npy) to stay in free space.")
+        raise InputError(f"render path {kind!r} needs the distance map (depth/distance.npy) to stay in free space.")
     closed = False
     az = np.linspace(-np.pi, np.pi, 720, endpoint=False)
     r_min = float(np.min(free.horizontal_radius(az, cam_y)))
     fallback_yaw = 0.0
     if kind == "tour":
-        pos = tour_positions(free, n, fractions=tuple(spec.get("fractions", (0.2, 0.4, 0.6))),
-                             anchors_per_ring=int(spec.get("anchors_per_ring", 8)), height=cam_y,
-                             seed=int(spec.get("seed", 0)))
+        pos = tour_positions(free, n, fractions=tuple(spec.fractions), anchors_per_ring=spec.anchors_per_ring,
+                             height=cam_y, seed=spec.seed)
         closed = True
     elif kind == "circle":
-        radius = float(spec["radius"]) if spec.get("radius") is not None else \
-            float(spec.get("radius_fraction", 0.5)) * r_min
-        pos = circle_positions(n, radius, height=cam_y, turns=float(spec.get("turns", 1.0)))
-        closed = float(spec.get("turns", 1.0)).is_integer()
+        radius = spec.radius if spec.radius is not None else spec.radius_fraction * r_min
+        turns = 1.0 if spec.turns is None else spec.turns
+        pos = circle_positions(n, radius, height=cam_y, turns=turns)
+        closed = float(turns).is_integer()
     elif kind == "spiral":
-        f0, f1 = spec.get("radius_fractions", (0.1, 0.7))
-        y0, y1 = spec.get("heights", (cam_y, cam_y))
+        f0, f1 = spec.radius_fractions
+        y0, y1 = spec.heights or (cam_y, cam_y)
         pos = spiral_positions(n, f0 * r_min, f1 * r_min, height0=float(y0), height1=float(y1),
-                               turns=float(spec.get("turns", 2.0)))
+                               turns=2.0 if spec.turns is None else spec.turns)
     else:  # forward
-        pos, fallback_yaw = forward_positions(free, n, yaw_deg=spec.get("yaw_deg"),
-                                              fraction=float(spec.get("fraction", 0.8)), height=cam_y)
+        pos, fallback_yaw = forward_positions(free, n, yaw_deg=spec.yaw_deg, fraction=spec.fraction, height=cam_y)
         if common["heading"] == "auto" and ptype == "perspective":
             common["heading"] = "fixed"
     pos = validate_positions(pos, free, on_violation=on_violation, what=f"render path {kind!r}")

@@ -1,77 +1,175 @@
-"""The ``field`` config group: defaults, validation, and building a field from it.
+"""The ``field`` config group: its typed schema (every key, default and meaning), and building a field from it.
 
-The YAML presets in ``configs/field/`` document every key; :data:`FIELD_DEFAULTS` mirrors ``default.yaml`` so a
-partial config (tests, scripts) works. Unknown keys are an error (a typo must not silently use a default).
+:class:`FieldConfig` is the one place the keys live; ``configs/field/default.yaml`` selects it and
+``configs/field/fast.yaml`` lists only what the fast preset changes. Unknown keys, wrong types and out-of-range values
+are :class:`~immersivedepth.errors.ConfigError` s naming the dotted key.
 """
 
 from __future__ import annotations
 
-import copy
-import json
 from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 
-from immersivedepth.field.model import MODEL_DEFAULTS, RadianceField
-from immersivedepth.train.dataset import MASK_DEFAULTS
+from immersivedepth.config import as_dict, from_mapping, non_negative, one_of, positive, require
+from immersivedepth.field.model import FieldModelConfig, RadianceField
+from immersivedepth.train.dataset import MaskConfig
 
-__all__ = ["FIELD_DEFAULTS", "MODEL_SIGNATURE_SECTIONS", "resolve_config", "model_signature", "diff_keys",
+__all__ = ["FieldConfig", "MODEL_SIGNATURE_SECTIONS", "resolve_config", "model_signature", "diff_keys",
            "build_field", "render_options_from"]
 
-FIELD_DEFAULTS: dict = {
-    "model": copy.deepcopy(MODEL_DEFAULTS),
-    "grid": {"resolution": 128, "dilation": 1, "update_every": 250, "update_start": 250, "decay": 0.9,
-             "alpha_threshold": 0.005},
-    "sampling": {"band_rel": 0.03, "band_min_cells": 1.5, "band_samples": 16, "front_segments": 4,
-                 "front_cache_segments": 64,
-                 "coarse_step_cells": 0.5, "max_segments": 16, "max_total_segments": 512, "min_transmittance": 1e-4,
-                 "per_segment": 4, "color_weight_threshold": 1e-4, "render_color_samples": 4,
-                 "train_color_samples": 4},
-    "loss": {"color": 1.0, "color_kind": "mse", "color_beta": 0.05, "distance": 1.0, "distance_beta": 0.01,
-             "distance_relative": True, "distortion": 0.05, "opacity": 0.1, "normal": 0.0},
-    "data": {"max_width": 2048},
-    "masks": copy.deepcopy(MASK_DEFAULTS),
-    "optim": {"steps": 1500, "batch_rays": 4096, "lr": 0.01, "warmup_steps": 100, "warmup_start_factor": 0.01,
-              "final_lr_factor": 0.03, "betas": [0.9, 0.99], "eps": 1e-15, "fused": True},
-    "log": {"log_every": 25, "checkpoint_every": 500, "keep_checkpoints": 2, "preview_every": 500,
-            "preview_width": 256, "eval_stride": 1, "eval_chunk": 16384, "tensorboard": True},
-}
+
+@dataclass
+class GridConfig:
+    """``field.grid``: the occupancy grid over the box (skips empty space when rendering)."""
+
+    resolution: int = 128  # cells along the box's longest axis (part of the model signature)
+    dilation: int = 1  # seed = cells of the back-projected supervision points, dilated by this many cells
+    update_every: int = 250  # steps between density re-measurements (cells can only be occupied inside the seed)
+    update_start: int = 250  # first update step
+    decay: float = 0.9  # value = max(decay * value, sigma)
+    alpha_threshold: float = 0.005  # occupied if 1 - exp(-sigma * fine_step) exceeds this
+
+    def __post_init__(self):
+        for key in ("resolution", "update_every", "update_start"):
+            positive(getattr(self, key), f"field.grid.{key}")
+        non_negative(self.dilation, "field.grid.dilation")
+        require(0 < self.decay <= 1, "field.grid.decay", f"must be in (0, 1], got {self.decay}")
+        require(0 < self.alpha_threshold < 1, "field.grid.alpha_threshold", f"must be in (0, 1), got "
+                f"{self.alpha_threshold}")
+
+
+@dataclass
+class SamplingConfig:
+    """``field.sampling``: where rays are evaluated in training and rendering."""
+
+    band_rel: float = 0.03  # training rays: band half-width = max(band_rel * distance, band_min_cells * cell)
+    band_min_cells: float = 1.5
+    band_samples: int = 16  # stratified samples in the band
+    front_segments: int = 4  # plus this many occupancy samples in front of the band (trains free space empty),
+    front_cache_segments: int = 64  # drawn at random among the first this-many occupied segments before the band
+    coarse_step_cells: float = 0.5  # occupancy march step, in occupancy cells
+    max_segments: int = 16  # other rays (novel views): occupied coarse segments evaluated per round ...
+    per_segment: int = 4  # ... each split into this many fine samples;
+    max_total_segments: int = 512  # rounds continue while a ray is not yet opaque, up to this many segments
+    min_transmittance: float = 1.0e-4  # early ray termination
+    color_weight_threshold: float = 1.0e-4  # colour evaluated only where the compositing weight exceeds this
+    train_color_samples: int = 4  # training: colour only at each ray's 4 largest weights (pushes weights together)
+    render_color_samples: int = 4  # rendering: colour at the 4 largest weights per round, renormalised (0 = all)
+
+    def __post_init__(self):
+        for key in ("band_rel", "band_min_cells", "band_samples", "front_cache_segments", "coarse_step_cells",
+                    "max_segments", "per_segment", "max_total_segments"):
+            positive(getattr(self, key), f"field.sampling.{key}")
+        for key in ("front_segments", "min_transmittance", "color_weight_threshold", "train_color_samples",
+                    "render_color_samples"):
+            non_negative(getattr(self, key), f"field.sampling.{key}")
+
+
+@dataclass
+class LossConfig:
+    """``field.loss``: term weights (0 disables a term)."""
+
+    color: float = 1.0
+    color_kind: str = "mse"  # mse | smooth_l1
+    color_beta: float = 0.05  # smooth_l1 transition
+    distance: float = 1.0  # smooth-L1 of the relative error of the expected ray distance (masked pixels only)
+    distance_beta: float = 0.01
+    distance_relative: bool = True
+    distortion: float = 0.05  # mip-NeRF 360 distortion (O(n) form), in units of the field's `unit`
+    opacity: float = 0.1  # mean(1 - opacity) on trained rays: surfaces must be opaque
+    normal: float = 0.0  # 1 - cos(rendered normal, distance-map normal); costs 6 extra density evaluations
+
+    def __post_init__(self):
+        one_of(self.color_kind, ("mse", "smooth_l1"), "field.loss.color_kind")
+        for key in ("color", "distance", "distortion", "opacity", "normal"):
+            non_negative(getattr(self, key), f"field.loss.{key}")
+        positive(self.color_beta, "field.loss.color_beta")
+        positive(self.distance_beta, "field.loss.distance_beta")
+
+
+@dataclass
+class DataConfig:
+    """``field.data``: what resolution the field trains on."""
+
+    # wider panoramas train on a max_width x max_width/2 copy (area-averaged colour, centre-pixel distance);
+    # 0 = full resolution. Memory and time per occupancy update grow with the pixel count.
+    max_width: int = 2048
+
+    def __post_init__(self):
+        require(self.max_width == 0 or (self.max_width >= 16 and self.max_width % 2 == 0), "field.data.max_width",
+                f"must be an even number >= 16 (or 0 for no cap), got {self.max_width}")
+
+
+@dataclass
+class OptimConfig:
+    """``field.optim``: Adam with linear warm-up, then cosine decay."""
+
+    steps: int = 1500
+    batch_rays: int = 4096
+    lr: float = 0.01
+    warmup_steps: int = 100  # linear warm-up from warmup_start_factor * lr
+    warmup_start_factor: float = 0.01
+    final_lr_factor: float = 0.03  # cosine decay to final_lr_factor * lr at `steps`
+    betas: list[float] = dataclass_field(default_factory=lambda: [0.9, 0.99])
+    eps: float = 1.0e-15
+    fused: bool = True  # torch's fused Adam (10x faster than the per-tensor loop on CPU for big hash tables)
+
+    def __post_init__(self):
+        positive(self.steps, "field.optim.steps")
+        positive(self.batch_rays, "field.optim.batch_rays")
+        positive(self.lr, "field.optim.lr")
+        non_negative(self.warmup_steps, "field.optim.warmup_steps")
+        positive(self.warmup_start_factor, "field.optim.warmup_start_factor")
+        positive(self.final_lr_factor, "field.optim.final_lr_factor")
+        require(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "field.optim.betas",
+                f"must be two numbers in [0, 1), got {self.betas}")
+        positive(self.eps, "field.optim.eps")
+
+
+@dataclass
+class LogConfig:
+    """``field.log``: metrics, checkpoints, previews."""
+
+    log_every: int = 25  # metrics.csv row (and TensorBoard scalars if tensorboard is installed)
+    checkpoint_every: int = 500  # checkpoints/step_XXXXXX.pt + last.pt (also at the end and on Ctrl-C)
+    keep_checkpoints: int = 2  # periodic checkpoints kept (last.pt is a hard link of the newest: no extra space)
+    preview_every: int = 500  # train/previews/step_XXXXXX_{rgb,distance}.png, also at the end (0 = none)
+    preview_width: int = 256
+    eval_stride: int = 1  # final training-view evaluation on every stride-th row/column
+    eval_chunk: int = 16384  # rays per rendering chunk
+    tensorboard: bool = True
+
+    def __post_init__(self):
+        for key in ("log_every", "checkpoint_every", "preview_width", "eval_stride", "eval_chunk"):
+            positive(getattr(self, key), f"field.log.{key}")
+        non_negative(self.keep_checkpoints, "field.log.keep_checkpoints")
+        non_negative(self.preview_every, "field.log.preview_every")
+
+
+@dataclass
+class FieldConfig:
+    """The ``field`` config group: the radiance field and its training. World units = the supervision's units."""
+
+    model: FieldModelConfig = dataclass_field(default_factory=FieldModelConfig)
+    grid: GridConfig = dataclass_field(default_factory=GridConfig)
+    sampling: SamplingConfig = dataclass_field(default_factory=SamplingConfig)
+    loss: LossConfig = dataclass_field(default_factory=LossConfig)
+    data: DataConfig = dataclass_field(default_factory=DataConfig)
+    masks: MaskConfig = dataclass_field(default_factory=MaskConfig)
+    optim: OptimConfig = dataclass_field(default_factory=OptimConfig)
+    log: LogConfig = dataclass_field(default_factory=LogConfig)
+
 
 #: Sections (or single keys, dotted) that fix the field's parameters/buffers; a checkpoint only loads under an
 #: identical signature.
 MODEL_SIGNATURE_SECTIONS = ("model", "grid.resolution")
 
 
-def _plain(cfg) -> dict:
-    if cfg is None:
-        return {}
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(cfg, DictConfig):
-            return OmegaConf.to_container(cfg, resolve=True)
-    except ImportError:  # pragma: no cover - omegaconf ships with hydra-core
-        pass
-    if not isinstance(cfg, Mapping):
-        raise TypeError(f"field config must be a mapping (dict or OmegaConf), got {type(cfg).__name__}")
-    return json.loads(json.dumps(dict(cfg), default=list))
-
-
-def _merge(base: dict, over: Mapping, path: str = "field") -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        if k not in base:
-            raise ValueError(f"unknown config key {path}.{k}; known keys under {path}: {sorted(base)}")
-        if isinstance(base[k], dict) and k != "background":
-            if not isinstance(v, Mapping):
-                raise ValueError(f"config key {path}.{k} must be a mapping, got {v!r}")
-            out[k] = _merge(base[k], v, f"{path}.{k}")
-        else:
-            out[k] = v
-    return out
-
-
 def resolve_config(cfg) -> dict:
-    """Plain dict of the full ``field`` config: ``cfg`` (dict / OmegaConf / None) over :data:`FIELD_DEFAULTS`."""
-    return _merge(FIELD_DEFAULTS, _plain(cfg))
+    """The full ``field`` config as a plain dict: ``cfg`` (FieldConfig / dict / OmegaConf / None) over the defaults,
+    validated (:class:`~immersivedepth.errors.ConfigError` naming the key)."""
+    return as_dict(from_mapping(FieldConfig, cfg, "field"))
 
 
 def _flatten(d, prefix="") -> dict:

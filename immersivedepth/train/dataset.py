@@ -16,22 +16,35 @@ The distance loss uses ``valid & ~edge & ~grazing``; the colour loss uses every 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from immersivedepth import sphere
+from immersivedepth.config import as_dict, from_mapping, non_negative, positive, require
 
-__all__ = ["MASK_DEFAULTS", "distance_normals", "supervision_masks", "PanoramaRays", "training_resolution"]
+__all__ = ["MaskConfig", "distance_normals", "supervision_masks", "PanoramaRays", "training_resolution"]
 
-MASK_DEFAULTS: dict = {
-    "edge_threshold": 0.1,
-    "edge_dilation": 1,
-    "grazing_max_deg": 82.0,
-    "color_on_masked": True,
-    "min_valid_fraction": 0.05,
-}
+
+@dataclass
+class MaskConfig:
+    """``field.masks``: which pixels supervise what (see the module docstring)."""
+
+    edge_threshold: float = 0.1  # relative distance jump to a 4-neighbour that marks a depth edge
+    edge_dilation: int = 1  # pixels
+    grazing_max_deg: float = 82.0  # drop pixels whose surface is seen at more than this angle from its normal
+    color_on_masked: bool = True  # colour loss also on edge/grazing pixels (the distance loss never)
+    min_valid_fraction: float = 0.05  # fewer valid distance pixels than this is an error
+
+    def __post_init__(self):
+        positive(self.edge_threshold, "field.masks.edge_threshold")
+        non_negative(self.edge_dilation, "field.masks.edge_dilation")
+        require(0 < self.grazing_max_deg <= 90, "field.masks.grazing_max_deg", f"must be in (0, 90], got "
+                f"{self.grazing_max_deg}")
+        require(0 <= self.min_valid_fraction <= 1, "field.masks.min_valid_fraction",
+                f"must be in [0, 1], got {self.min_valid_fraction}")
 
 
 def training_resolution(rgb: np.ndarray, distance: np.ndarray, max_width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -120,7 +133,7 @@ class PanoramaRays:
     Args:
         rgb: ``(H, W, 3)`` float in [0, 1].
         distance: ``(H, W)`` world units; 0 / NaN / inf = invalid (masked).
-        masks: the ``field.masks`` config (keys of :data:`MASK_DEFAULTS`).
+        masks: the ``field.masks`` config (:class:`MaskConfig` or a mapping of its keys).
 
     Attributes (``P`` = number of valid pixels): ``dirs (P,3)``, ``rgb (P,3)``, ``distance (P,)``,
     ``depth_mask (P,)`` (distance loss), ``color_mask (P,)``, ``normals (P,3)``, ``pixel (P,)`` flat pixel index,
@@ -128,8 +141,7 @@ class PanoramaRays:
     """
 
     def __init__(self, rgb, distance, masks: Mapping | None = None, device: str | torch.device = "cpu"):
-        cfg = dict(MASK_DEFAULTS)
-        cfg.update(dict(masks or {}))
+        cfg = as_dict(from_mapping(MaskConfig, masks, "field.masks"))
         rgb = np.asarray(rgb)
         distance = np.asarray(distance)
         if rgb.ndim != 3 or rgb.shape[-1] != 3:
