@@ -3,7 +3,7 @@
     python perf_runner.py --config-name nerf \
         dataset.image_path=example_data/living_room/image.png device.base_exp_dir=exp
 
-See README.md for the modes and outputs; the work happens in ``immersivedepth.runner``.
+See README.md for the modes and outputs; the work happens in ``immersivedepth.stages``.
 """
 
 import sys
@@ -11,7 +11,10 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from immersivedepth.runner import main as run_main
+from immersivedepth.stages.runner import main as run_main
+from immersivedepth.stages.schema import register_configs
+
+register_configs()  # the typed schemas the YAML presets in configs/ build on
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="nerf")

@@ -8,6 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from immersivedepth.stages.schema import register_configs
+
+# the typed schemas the YAML presets build on, for every test that composes configs/ with Hydra's compose API
+register_configs()
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 

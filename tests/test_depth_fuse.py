@@ -110,9 +110,9 @@ def test_fusion_errors():
 @pytest.mark.slow
 def test_fused_pipeline_beats_both_models_on_the_synthetic_room():
     """End to end on the bundled scene: A = oracle with strong smooth warps, B = edge-blurred oracle."""
-    synthetic = pytest.importorskip("immersivedepth.scenes.synthetic")
     from immersivedepth.depth.oracle import OracleDepthModel
     from immersivedepth.depth.pipeline import DepthConfig, estimate_distance
+    from immersivedepth.scenes import synthetic
 
     scene = synthetic.make_scene("living_room")
     pano = scene.render_panorama(256, 512)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +11,15 @@ import torch
 from test_render_support import AnalyticSceneField, project_renderer
 
 from immersivedepth import sphere
+from immersivedepth.errors import RunError
 from immersivedepth.io import read_panorama, read_ply, read_video_info
 from immersivedepth.render.dense import render_path, render_poses_to_dir
 from immersivedepth.render.frames import render_pose
 from immersivedepth.render.paths import FreeSpace, PathViolationError, make_path
 from immersivedepth.render.poses import CameraPose, load_poses_file
-from immersivedepth.render.stage import run_render_dense
+from immersivedepth.stages import render_dense as render_dense_stage
+from immersivedepth.stages.render_dense import run_render_dense
+from immersivedepth.train.checkpoint import load_trained_field
 
 
 @pytest.fixture(scope="module")
@@ -137,9 +138,9 @@ def run_dir(tmp_path, pano, field, monkeypatch):
     run = tmp_path / "exp" / "living_room" / "default"
     (run / "depth").mkdir(parents=True)
     np.save(run / "depth" / "distance.npy", pano["distance"].astype(np.float32))
-    fake = types.ModuleType("immersivedepth.train.checkpoint")
-    fake.load_trained_field = lambda run_dir, device="cpu": (field, {"step": 7})
-    monkeypatch.setitem(sys.modules, "immersivedepth.train.checkpoint", fake)
+    # an analytic field (exact geometry) stands in for the trained one
+    monkeypatch.setattr(render_dense_stage, "load_trained_field",
+                        lambda run_dir, device="cpu", path=None: (field, {"step": 7, "path": "analytic"}))
     return run
 
 
@@ -193,18 +194,15 @@ def test_run_render_dense_rejects_poses_in_geometry(run_dir, tmp_path):
 
 
 def test_missing_run_dir_and_depth(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"run directory .*nowhere does not exist; train a run first: "
-                                                r"python perf_runner.py --config-name nerf mode=train"):
+    with pytest.raises(RunError, match=r"run directory .*nowhere does not exist; train a run first: "
+                                       r"python perf_runner.py --config-name nerf .*mode=train"):
         run_render_dense(tmp_path / "nowhere", {}, progress=False)
     (tmp_path / "run").mkdir()
-    with pytest.raises(FileNotFoundError, match=r"depth/distance.npy is missing.*mode=depth"):
+    with pytest.raises(RunError, match=r"depth/distance.npy is missing.*mode=depth"):
         run_render_dense(tmp_path / "run", {}, progress=False)
 
 
 def test_missing_checkpoint_error_reaches_the_user_unchanged(tmp_path, pano):
-    pytest.importorskip("immersivedepth.train.checkpoint")
-    from immersivedepth.train.checkpoint import load_trained_field
-
     run = tmp_path / "run"
     (run / "depth").mkdir(parents=True)
     np.save(run / "depth" / "distance.npy", pano["distance"])
@@ -220,7 +218,6 @@ def test_missing_checkpoint_error_reaches_the_user_unchanged(tmp_path, pano):
 def test_render_dense_on_a_really_trained_field(tmp_path):
     """End to end with the real field/trainer/checkpoint: train briefly, render, export; poses-file renders
     equal the trained field's direct evaluation."""
-    pytest.importorskip("immersivedepth.train.trainer")
     from immersivedepth.field.renderer import render_rays
     from immersivedepth.scenes.synthetic import make_scene
     from immersivedepth.train.checkpoint import load_trained_field

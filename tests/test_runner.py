@@ -13,12 +13,16 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from immersivedepth import io, runner
+from immersivedepth.errors import ImmersiveDepthError
+from immersivedepth.stages.base import fingerprint
+from immersivedepth.stages.schema import register_configs
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "example_data" / "living_room" / "image.png"
 
 
 def _cfg(overrides):
+    register_configs()
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
         return compose(config_name="nerf", overrides=overrides)
 
@@ -49,7 +53,7 @@ def test_depth_mode_with_reference_writes_the_depth_folder(tmp_path, small_scene
     assert (run_dir / "config.yaml").is_file() and (run_dir / "log.txt").is_file()
     record = json.loads((run_dir / "run.json").read_text())
     assert record["stages"]["depth"]["status"] == "done"
-    assert record["stages"]["depth"]["source"] == "reference"
+    assert record["stages"]["depth"]["summary"]["source"] == "reference"
     assert record["history"][-1]["mode"] == "depth"
 
 
@@ -74,8 +78,8 @@ def test_scene_name_and_run_dir():
 
 
 def test_fingerprint_is_order_independent_for_dicts():
-    assert runner.fingerprint({"a": 1, "b": 2}) == runner.fingerprint({"b": 2, "a": 1})
-    assert runner.fingerprint({"a": 1}) != runner.fingerprint({"a": 2})
+    assert fingerprint({"a": 1, "b": 2}) == fingerprint({"b": 2, "a": 1})
+    assert fingerprint({"a": 1}) != fingerprint({"a": 2})
 
 
 @pytest.mark.parametrize(
@@ -85,7 +89,8 @@ def test_fingerprint_is_order_independent_for_dicts():
         (["mode=depth", "dataset.image_path=/nonexistent/pano.png"], "/nonexistent/pano.png does not exist"),
         (["mode=paint", "dataset.image_path=X"], "mode='paint' is not a mode"),
         (["mode=depth", "device.type=tpu", "dataset.image_path=X"], "is not a device"),
-        (["mode=depth", "depth.source=magic", "dataset.image_path=X"], "depth.source='magic' is not a source"),
+        (["mode=depth", "depth.source=magic", "dataset.image_path=X"],
+         "depth.source must be auto, reference or models, got 'magic'"),
         (["mode=depth", "depth.source=reference", "dataset.image_path=X", "dataset.distance_path=/no/dist.npy"],
          "/no/dist.npy does not exist"),
     ],
@@ -93,7 +98,7 @@ def test_fingerprint_is_order_independent_for_dicts():
 def test_bad_configuration_messages(tmp_path, small_scene, overrides, message):
     img, _ = small_scene
     overrides = [o.replace("=X", f"={img}") for o in overrides] + [f"device.base_exp_dir={tmp_path / 'exp'}"]
-    with pytest.raises((runner.RunError, FileNotFoundError), match=message):
+    with pytest.raises(ImmersiveDepthError, match=message):
         runner.run(_cfg(overrides))
 
 
@@ -101,7 +106,7 @@ def test_reference_of_the_wrong_size_is_refused(tmp_path, small_scene):
     img, _ = small_scene
     np.save(img.parent / "room_distance.npy", np.ones((16, 32), np.float32))
     cfg = _cfg([f"dataset.image_path={img}", f"device.base_exp_dir={tmp_path}", "mode=depth"])
-    with pytest.raises(runner.RunError, match=r"is 32x16 but the panorama .* is 64x32"):
+    with pytest.raises(ImmersiveDepthError, match=r"is 32x16 but the panorama .* is 64x32"):
         runner.run(cfg)
 
 
@@ -109,7 +114,7 @@ def test_reference_source_without_reference_is_refused(tmp_path, small_scene):
     img, _ = small_scene
     (img.parent / "room_distance.npy").unlink()
     cfg = _cfg([f"dataset.image_path={img}", f"device.base_exp_dir={tmp_path}", "mode=depth", "depth.source=reference"])
-    with pytest.raises(runner.RunError, match="no reference distance was given or found beside"):
+    with pytest.raises(ImmersiveDepthError, match="no reference distance was given or found beside"):
         runner.run(cfg)
 
 
@@ -158,8 +163,8 @@ def test_depth_mode_with_models_uses_the_reference_only_for_scale(tmp_path):
     assert not np.array_equal(dist, truth["distance"])  # really estimated, not copied
     assert depth_metrics(dist, truth["distance"])["abs_rel"] < 0.03
     record = json.loads((ctx.run_dir / "run.json").read_text())
-    assert record["stages"]["depth"]["source"] == "models"
-    assert record["stages"]["depth"]["models"] == ["oracle_noisy"]
+    assert record["stages"]["depth"]["summary"]["source"] == "models"
+    assert record["stages"]["depth"]["summary"]["models"] == ["oracle_noisy"]
 
 
 def test_evaluate_mode_scores_depth_and_says_what_it_skipped(tmp_path, small_scene):

@@ -119,19 +119,33 @@ def test_losses_values():
 
 
 @pytest.mark.parametrize("preset", ["default", "fast"])
-def test_presets_resolve_and_default_matches_code(repo_root, preset):
-    import yaml
+def test_presets_are_overlays_of_the_schema(repo_root, preset):
+    from hydra import compose, initialize_config_dir
 
-    raw = yaml.safe_load(open(repo_root / "configs" / "field" / f"{preset}.yaml"))
-    cfg = resolve_config(raw)  # no unknown keys
-    assert cfg == resolve_config(raw) and cfg["optim"]["steps"] > 0
+    from immersivedepth.stages.schema import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(repo_root / "configs"), version_base="1.3"):
+        composed = compose(config_name="nerf", overrides=[f"field={preset}"])
+    cfg = resolve_config(composed.field)
     if preset == "default":
-        assert cfg == resolve_config(None)  # FIELD_DEFAULTS mirrors default.yaml
+        assert cfg == resolve_config(None)  # the default preset is the schema's defaults, written once
+    else:  # fast lists only what differs from default
+        flat = lambda d, p="": {k2: v2 for k, v in d.items() for k2, v2 in (  # noqa: E731
+            flat(v, f"{p}{k}.").items() if isinstance(v, dict) else [(f"{p}{k}", v)])}
+        a, b = flat(resolve_config(None)), flat(cfg)
+        assert {k for k in a if a[k] != b[k]} == {
+            "model.color_grid.log2_hashmap_size", "grid.update_every", "grid.update_start", "optim.steps",
+            "optim.lr", "optim.warmup_steps", "log.checkpoint_every", "log.preview_every", "log.eval_stride"}
 
 
 def test_unknown_config_key_is_an_error():
-    with pytest.raises(ValueError, match=r"unknown config key field.optim.stepz"):
+    with pytest.raises(ValueError, match=r"unknown key field.optim.stepz; valid keys under field.optim: batch_rays"):
         resolve_config({"optim": {"stepz": 3}})
+    with pytest.raises(ValueError, match=r"field.optim.steps must be > 0, got 0"):
+        resolve_config({"optim": {"steps": 0}})
+    with pytest.raises(ValueError, match=r"field.log.log_every must be a whole number, got 'abc'"):
+        resolve_config({"log": {"log_every": "abc"}})
 
 
 # ------------------------------------------------------------------------------------------------ trainer

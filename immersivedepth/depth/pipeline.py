@@ -28,6 +28,7 @@ from immersivedepth.depth.normals import normals_from_distance
 from immersivedepth.depth.preprocess import PreprocessConfig, preprocess_image
 from immersivedepth.depth.registry import DepthModelError
 from immersivedepth.depth.tiles import extract_tiles, make_tile_cameras
+from immersivedepth.errors import ConfigError, InputError
 
 LOG = logging.getLogger("immersivedepth")
 
@@ -68,13 +69,14 @@ class DepthConfig:
 
     def __post_init__(self) -> None:
         if self.source not in ("auto", "reference", "models"):
-            raise ValueError(f"depth.source must be auto, reference or models, got {self.source!r}")
+            raise ConfigError(f"depth.source must be auto, reference or models, got {self.source!r}")
         if self.fusion not in FUSION_RULES:
-            raise ValueError(f"depth.fusion={self.fusion!r} is not a fusion rule; use one of {', '.join(FUSION_RULES)}")
+            raise ConfigError(f"depth.fusion={self.fusion!r} is not a fusion rule; use one of "
+                              f"{', '.join(FUSION_RULES)}")
         if self.reference_fit not in ("median", "lsq_log"):
-            raise ValueError(f"depth.reference_fit must be median or lsq_log, got {self.reference_fit!r}")
+            raise ConfigError(f"depth.reference_fit must be median or lsq_log, got {self.reference_fit!r}")
         if self.relative_median <= 0:
-            raise ValueError(f"depth.relative_median must be > 0, got {self.relative_median}")
+            raise ConfigError(f"depth.relative_median must be > 0, got {self.relative_median}")
 
     @classmethod
     def from_mapping(cls, cfg: Any) -> DepthConfig:
@@ -197,23 +199,23 @@ def fit_global_scale(distance: np.ndarray, *, reference: np.ndarray | None = Non
     if reference is not None:
         ref = np.asarray(reference, np.float64)
         if ref.shape != d.shape:
-            raise ValueError(f"reference distance has shape {ref.shape}; expected {d.shape} (the output size)")
+            raise InputError(f"reference distance has shape {ref.shape}; expected {d.shape} (the output size)")
         ok = np.isfinite(ref) & (ref > 0) & (d > 0)
         if not ok.any():
-            raise ValueError("reference distance has no valid pixel where the estimate is valid")
+            raise InputError("reference distance has no valid pixel where the estimate is valid")
         ratio = ref[ok] / d[ok]
     elif known_points is not None:
         pts = np.asarray(known_points, np.float64)
         if pts.ndim != 2 or pts.shape[1] != 3 or len(pts) == 0:
-            raise ValueError(f"known_points must be a sequence of (u, v, distance), got shape {pts.shape}")
+            raise InputError(f"known_points must be a sequence of (u, v, distance), got shape {pts.shape}")
         if np.any(~np.isfinite(pts)) or np.any(pts[:, 2] <= 0):
-            raise ValueError("known_points distances must be finite and > 0")
+            raise InputError("known_points distances must be finite and > 0")
         est = sphere.erp_sample(d, pts[:, 0], pts[:, 1])
         if np.any(est <= 0):
-            raise ValueError("a known point falls on a pixel without an estimated distance")
+            raise InputError("a known point falls on a pixel without an estimated distance")
         ratio = pts[:, 2] / est
     else:
-        raise ValueError("fit_global_scale needs a reference or known_points")
+        raise InputError("fit_global_scale needs a reference or known_points")
     return float(np.median(ratio) if method == "median" else np.exp(np.mean(np.log(ratio))))
 
 
@@ -240,9 +242,9 @@ def estimate_distance(
     t_start = time.perf_counter()
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[1] != 2 * rgb.shape[0]:
-        raise ValueError(f"estimate_distance expects an ERP RGB image (H, 2H, 3), got shape {rgb.shape}")
+        raise InputError(f"estimate_distance expects an ERP RGB image (H, 2H, 3), got shape {rgb.shape}")
     if not np.all(np.isfinite(rgb)):
-        raise ValueError("the panorama contains NaN/inf values")
+        raise InputError("the panorama contains NaN/inf values")
     rgb = np.clip(rgb.astype(np.float32), 0.0, 1.0)
     if not models:
         raise DepthModelError("estimate_distance needs at least one (name, model) pair")

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from immersivedepth import sphere
+from immersivedepth.errors import InputError, InputNotFoundError
 
 __all__ = [
     "CameraPose",
@@ -98,7 +99,7 @@ class CameraPose:
 def normalize_pose_type(t: str, where: str = "pose") -> str:
     key = str(t).lower()
     if key not in _TYPE_ALIASES:
-        raise ValueError(f"{where}: unknown camera type {t!r}; expected one of {POSE_TYPES} (or 'erp').")
+        raise InputError(f"{where}: unknown camera type {t!r}; expected one of {POSE_TYPES} (or 'erp').")
     return _TYPE_ALIASES[key]
 
 
@@ -117,12 +118,12 @@ def _check_rotation(r, where: str) -> np.ndarray:
     try:
         r = np.asarray(r, dtype=np.float64)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"{where}: 'rotation' is not numeric ({e}).") from e
+        raise InputError(f"{where}: 'rotation' is not numeric ({e}).") from e
     if r.size != 9:
-        raise ValueError(f"{where}: 'rotation' must be a 3x3 matrix (row-major), got {r.size} numbers.")
+        raise InputError(f"{where}: 'rotation' must be a 3x3 matrix (row-major), got {r.size} numbers.")
     r = r.reshape(3, 3)
     if not np.allclose(r @ r.T, np.eye(3), atol=1e-3) or np.linalg.det(r) < 0:
-        raise ValueError(f"{where}: 'rotation' is not a proper rotation (R R^T != I or det < 0): {r.tolist()}.")
+        raise InputError(f"{where}: 'rotation' is not a proper rotation (R R^T != I or det < 0): {r.tolist()}.")
     # re-orthonormalise small numeric drift
     u, _, vt = np.linalg.svd(r)
     return u @ vt
@@ -133,35 +134,35 @@ def parse_poses(data: Mapping, *, source: str = "poses", default_width: int = 10
     """Our poses JSON (already parsed) -> list of :class:`CameraPose` (see module doc)."""
     if not isinstance(data, Mapping) or "poses" not in data:
         got = list(data)[:8] if isinstance(data, Mapping) else type(data).__name__
-        raise ValueError(f"{source}: expected a JSON object with a 'poses' list (or a nerfstudio camera path "
+        raise InputError(f"{source}: expected a JSON object with a 'poses' list (or a nerfstudio camera path "
                          f"with 'camera_path'); got {got}.")
     items = data["poses"]
     if not isinstance(items, Sequence) or len(items) == 0:
-        raise ValueError(f"{source}: 'poses' must be a non-empty list.")
+        raise InputError(f"{source}: 'poses' must be a non-empty list.")
     poses, names = [], set()
     for k, p in enumerate(items):
         where = f"{source}: pose #{k}"
         if not isinstance(p, Mapping) or "position" not in p:
-            raise ValueError(f"{where} has no 'position' [x, y, z].")
+            raise InputError(f"{where} has no 'position' [x, y, z].")
         name = str(p.get("name", f"pose_{k:04d}"))
         where = f"{source}: pose #{k} ({name!r})"
         if name in names:
-            raise ValueError(f"{where}: duplicate name; every pose needs a unique 'name' (it names the output files).")
+            raise InputError(f"{where}: duplicate name; every pose needs a unique 'name' (it names the output files).")
         if any(c in name for c in "/\\") or name in ("", ".", ".."):
-            raise ValueError(f"{where}: 'name' must be a plain file stem without path separators.")
+            raise InputError(f"{where}: 'name' must be a plain file stem without path separators.")
         names.add(name)
         pos = np.asarray(p["position"], dtype=np.float64)
         if pos.shape != (3,) or not np.all(np.isfinite(pos)):
-            raise ValueError(f"{where}: 'position' must be 3 finite numbers, got {p['position']!r}.")
+            raise InputError(f"{where}: 'position' must be 3 finite numbers, got {p['position']!r}.")
         rot = _check_rotation(p["rotation"], where) if p.get("rotation") is not None else np.eye(3)
         ptype = normalize_pose_type(p.get("type", "equirectangular"), where)
         w = int(p.get("width", default_width if ptype == "equirectangular" else default_height))
         h = int(p.get("height", default_height))
         if w <= 0 or h <= 0:
-            raise ValueError(f"{where}: width/height must be positive, got {w}x{h}.")
+            raise InputError(f"{where}: width/height must be positive, got {w}x{h}.")
         fov = float(p.get("fov_deg", default_fov_deg))
         if ptype == "perspective" and not 1.0 < fov < 179.0:
-            raise ValueError(f"{where}: 'fov_deg' must lie in (1, 179) degrees, got {fov}.")
+            raise InputError(f"{where}: 'fov_deg' must lie in (1, 179) degrees, got {fov}.")
         poses.append(CameraPose(position=pos, rotation=rot, type=ptype, width=w, height=h, fov_deg=fov, name=name))
     return poses
 
@@ -170,14 +171,14 @@ def parse_nerfstudio_camera_path(data: Mapping, *, source: str = "camera_path") 
     """nerfstudio camera-path JSON (parsed) -> (poses, fps). See the module doc for the conversion."""
     cams = data.get("camera_path")
     if not isinstance(cams, Sequence) or len(cams) == 0:
-        raise ValueError(f"{source}: nerfstudio camera path has no 'camera_path' entries.")
+        raise InputError(f"{source}: nerfstudio camera path has no 'camera_path' entries.")
     try:
         width, height = int(data["render_width"]), int(data["render_height"])
     except KeyError as e:
-        raise ValueError(f"{source}: nerfstudio camera path lacks {e.args[0]!r}.") from e
+        raise InputError(f"{source}: nerfstudio camera path lacks {e.args[0]!r}.") from e
     ctype = str(data.get("camera_type", "perspective")).lower()
     if ctype not in ("perspective", "equirectangular"):
-        raise ValueError(f"{source}: camera_type {ctype!r} is not supported (perspective or equirectangular).")
+        raise InputError(f"{source}: camera_type {ctype!r} is not supported (perspective or equirectangular).")
     fps = float(data.get("fps", 0) or 0)
     if fps <= 0:
         seconds = float(data.get("seconds", 0) or 0)
@@ -187,7 +188,7 @@ def parse_nerfstudio_camera_path(data: Mapping, *, source: str = "camera_path") 
         where = f"{source}: camera_path[{k}]"
         m = np.asarray(c.get("camera_to_world", []), dtype=np.float64)
         if m.size not in (12, 16):
-            raise ValueError(f"{where}: 'camera_to_world' must be a flattened 4x4 (or 3x4), got {m.size} numbers.")
+            raise InputError(f"{where}: 'camera_to_world' must be a flattened 4x4 (or 3x4), got {m.size} numbers.")
         m = m.reshape(-1, 4)[:3]
         r_gl = _check_rotation(m[:, :3], where)
         if ctype == "perspective":
@@ -206,12 +207,12 @@ def load_poses_file(path, *, default_width: int = 1024, default_height: int = 51
     """Read a poses file (our format or a nerfstudio camera path) -> (poses, fps or None)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"poses file {path} does not exist; pass render.poses_file=<path to a JSON file> "
+        raise InputNotFoundError(f"poses file {path} does not exist; pass render.poses_file=<path to a JSON file> "
                                 f"(format: {{'poses': [{{'name', 'position', ...}}]}}).")
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"poses file {path} is not valid JSON: {e}.") from e
+        raise InputError(f"poses file {path} is not valid JSON: {e}.") from e
     if isinstance(data, Mapping) and "camera_path" in data:
         return parse_nerfstudio_camera_path(data, source=str(path))
     fps = data.get("fps") if isinstance(data, Mapping) else None

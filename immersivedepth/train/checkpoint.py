@@ -152,14 +152,14 @@ def field_from_checkpoint(payload: dict, device="cpu", path=None):
     return field.to(device).eval(), cfg
 
 
-def load_trained_field(run_dir, device="cpu"):
-    """``(field, info)`` from ``<run_dir>/checkpoints/last.pt``.
+def load_trained_field(run_dir, device="cpu", path=None):
+    """``(field, info)`` from ``path`` (default ``<run_dir>/checkpoints/last.pt``).
 
     ``info``: ``step``, ``config`` (resolved dict), ``image_size`` ``(H, W)``, ``metrics``, ``path``.
     Raises ``FileNotFoundError`` naming the run dir and the training command when there is no checkpoint.
     """
     run_dir = Path(run_dir)
-    path = checkpoint_dir(run_dir) / "last.pt"
+    path = Path(path) if path is not None else checkpoint_dir(run_dir) / "last.pt"
     if not path.is_file():
         raise CheckpointNotFoundError(f"no trained field in {run_dir}: {path} does not exist. Train it first: "
                                 f"{TRAIN_COMMAND}")

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from immersivedepth import sphere
 from immersivedepth.config import as_dict, from_mapping, non_negative, positive, require
+from immersivedepth.errors import InputError
 
 __all__ = ["MaskConfig", "distance_normals", "supervision_masks", "PanoramaRays", "training_resolution"]
 
@@ -145,20 +146,20 @@ class PanoramaRays:
         rgb = np.asarray(rgb)
         distance = np.asarray(distance)
         if rgb.ndim != 3 or rgb.shape[-1] != 3:
-            raise ValueError(f"train_field: rgb must be (H, W, 3) float in [0, 1], got shape {rgb.shape}")
+            raise InputError(f"train_field: rgb must be (H, W, 3) float in [0, 1], got shape {rgb.shape}")
         if distance.shape != rgb.shape[:2]:
-            raise ValueError(f"train_field: distance map shape {distance.shape} does not match the panorama's "
+            raise InputError(f"train_field: distance map shape {distance.shape} does not match the panorama's "
                              f"{rgb.shape[:2]}; resample the distance map to the panorama's size first")
         h, w = distance.shape
         if w != 2 * h:
-            raise ValueError(f"train_field: an equirectangular panorama is 2:1 (W = 2H); got H={h}, W={w}")
+            raise InputError(f"train_field: an equirectangular panorama is 2:1 (W = 2H); got H={h}, W={w}")
         if not np.issubdtype(rgb.dtype, np.floating) or not np.isfinite(rgb).all():
-            raise ValueError("train_field: rgb must be finite floats in [0, 1] (read it with io.read_panorama)")
+            raise InputError("train_field: rgb must be finite floats in [0, 1] (read it with io.read_panorama)")
         m = supervision_masks(distance, edge_threshold=float(cfg["edge_threshold"]),
                               edge_dilation=int(cfg["edge_dilation"]), grazing_max_deg=float(cfg["grazing_max_deg"]))
         frac = float(m["valid"].mean())
         if frac < float(cfg["min_valid_fraction"]):
-            raise ValueError(f"train_field: only {frac:.1%} of the distance map is valid (finite and > 0); need at "
+            raise InputError(f"train_field: only {frac:.1%} of the distance map is valid (finite and > 0); need at "
                              f"least {float(cfg['min_valid_fraction']):.0%} (field.masks.min_valid_fraction). Check "
                              "the distance file's format/scale (dataset.distance_format)")
         self.height, self.width = h, w
