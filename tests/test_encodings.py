@@ -10,15 +10,14 @@ import pytest
 import torch
 
 from immersivedepth.field import _cpu_ext
+from immersivedepth.field.backends import tcnn_available
 from immersivedepth.field.encodings import (
     HashGridEncoding,
     hash_encode_torch,
     hashgrid_layout,
-    make_mlp,
     per_level_scale_for,
-    tcnn_available,
 )
-from immersivedepth.field.mlp import FusedMLP
+from immersivedepth.field.mlp import FusedMLP, make_mlp
 
 PRIMES = (1, 2654435761, 805459861)
 # Small config where both dense and hashed levels occur (and a dense size needs padding to a multiple of 8):

@@ -12,6 +12,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from hydra.utils import instantiate
+
+from immersivedepth.config import to_plain
+from immersivedepth.depth.models import PRESETS, build_preset
+from immersivedepth.depth.oracle import OracleDepthModel
 from immersivedepth.errors import ConfigError
 
 __all__ = ["ORACLE_PRESETS", "DepthModelError", "available_presets", "build_depth_models"]
@@ -35,69 +40,26 @@ ORACLE_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _network_presets() -> tuple[list[str], Exception | None]:
-    try:
-        from immersivedepth.depth import models as netmod
-    except Exception as exc:  # noqa: BLE001 - report why the networks are unavailable
-        return [], exc
-    for attr in ("available_presets", "list_presets"):
-        fn = getattr(netmod, attr, None)
-        if callable(fn):
-            return sorted(fn()), None
-    for attr in ("PRESETS", "MODEL_PRESETS"):
-        table = getattr(netmod, attr, None)
-        if isinstance(table, Mapping):
-            return sorted(table), None
-    return [], None
-
-
 def available_presets() -> list[str]:
     """Every preset name that :func:`build_depth_models` accepts."""
-    nets, _ = _network_presets()
-    return sorted(set(ORACLE_PRESETS) | set(nets))
-
-
-def _to_plain(entry: Any) -> Any:
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-    except ImportError:  # pragma: no cover - omegaconf ships with hydra-core
-        return entry
-    if isinstance(entry, DictConfig | ListConfig):
-        return OmegaConf.to_container(entry, resolve=True)
-    return entry
+    return sorted(set(ORACLE_PRESETS) | set(PRESETS))
 
 
 def _build_preset(name: str, checkpoint_dir, device: str):
     if name in ORACLE_PRESETS:
-        from immersivedepth.depth.oracle import OracleDepthModel
-
         return OracleDepthModel(**ORACLE_PRESETS[name])
-    nets, why = _network_presets()
-    try:
-        from immersivedepth.depth.models import build_preset
-    except ImportError as exc:
-        raise DepthModelError(
-            f"depth model preset {name!r} is not an oracle preset and the network presets cannot be loaded "
-            f"({why or exc}); available presets: {', '.join(available_presets())}"
-        ) from exc
-    if nets and name not in nets:
+    if name not in PRESETS:
         raise DepthModelError(
             f"unknown depth model preset {name!r}; available presets: {', '.join(available_presets())} "
             "(or give a config with _target_)"
         )
-    try:
-        return build_preset(name, checkpoint_dir=checkpoint_dir, device=device)
-    except KeyError as exc:
-        raise DepthModelError(
-            f"unknown depth model preset {name!r}; available presets: {', '.join(available_presets())} "
-            "(or give a config with _target_)"
-        ) from exc
+    return build_preset(name, checkpoint_dir=checkpoint_dir, device=device)
 
 
 def build_depth_models(entries, *, checkpoint_dir=None, device: str = "cpu") -> list[tuple[str, Any]]:
     """``entries`` (a preset name, a ``_target_`` mapping, or a list of these; OmegaConf or plain) ->
     ``[(name, model), ...]`` where each model is callable as ``model(tiles, *, K, R)``."""
-    entries = _to_plain(entries)
+    entries = to_plain(entries)
     if isinstance(entries, str | Mapping):
         entries = [entries]
     if not isinstance(entries, Sequence) or len(entries) == 0:
@@ -108,7 +70,7 @@ def build_depth_models(entries, *, checkpoint_dir=None, device: str = "cpu") -> 
     out: list[tuple[str, Any]] = []
     names: set[str] = set()
     for i, entry in enumerate(entries):
-        entry = _to_plain(entry)
+        entry = to_plain(entry)
         if isinstance(entry, str):
             name, model = entry, _build_preset(entry, checkpoint_dir, device)
         elif isinstance(entry, Mapping):
@@ -117,8 +79,6 @@ def build_depth_models(entries, *, checkpoint_dir=None, device: str = "cpu") -> 
                     f"depth.models[{i}] is a mapping without _target_ ({dict(entry)}); give a preset name "
                     f"({', '.join(available_presets())}) or a config with _target_"
                 )
-            from hydra.utils import instantiate
-
             cfg = dict(entry)
             name = str(cfg.pop("name", None) or str(cfg["_target_"]).rsplit(".", 1)[-1])
             try:

@@ -45,10 +45,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .mlp import make_mlp
+from .backends import tcnn_available
 
 __all__ = [
-    "make_mlp",
     "HashGridEncoding",
     "HashGridLayout",
     "hashgrid_layout",
@@ -64,17 +63,6 @@ BACKENDS = ("auto", "torch", "cpu", "tcnn")
 _UINT32 = 0xFFFFFFFF
 _TCNN_FEATURES = (1, 2, 4, 8)
 _MAX_LOG2_HASHMAP = 30
-
-
-def tcnn_available() -> bool:
-    """True when ``tinycudann`` imports and a CUDA device is present."""
-    if not torch.cuda.is_available():
-        return False
-    try:
-        import tinycudann  # noqa: F401
-    except Exception:
-        return False
-    return True
 
 
 def per_level_scale_for(base_resolution: int, finest_resolution: float, n_levels: int) -> float:

@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .backends import tcnn_available
+
 __all__ = ["make_mlp", "FusedMLP", "TcnnMLP", "ACTIVATIONS"]
 
 ACTIVATIONS = {None: 0, "none": 0, "relu": 1, "sigmoid": 2}
@@ -221,8 +223,6 @@ def make_mlp(
     """
     if backend not in ("auto", "tcnn", "cpu", "torch"):
         raise ValueError(f"make_mlp: backend must be 'auto', 'tcnn', 'cpu' or 'torch', got {backend!r}")
-    from .encodings import tcnn_available
-
     if backend == "tcnn" or (backend == "auto" and tcnn_available()):
         if not tcnn_available():
             raise RuntimeError("make_mlp(backend='tcnn') needs tinycudann and a CUDA device; use 'auto' or 'cpu'")

@@ -26,6 +26,8 @@ import torch
 from torch import nn
 
 from immersivedepth.config import as_dict, from_mapping, non_negative, one_of, positive, require
+from immersivedepth.field.encodings import HashGridEncoding
+from immersivedepth.field.mlp import make_mlp
 from immersivedepth.field.sampler import OccupancyGrid
 
 __all__ = ["RadianceField", "TruncExp", "trunc_exp", "sh_encoding", "scene_bounds_from_points", "FieldModelConfig",
@@ -135,8 +137,6 @@ def _per_level_scale(g: Mapping) -> float:
 
 
 def _hash_grid(g: Mapping, backend: str):
-    from immersivedepth.field.encodings import HashGridEncoding
-
     return HashGridEncoding(n_input_dims=3, n_levels=int(g["n_levels"]),
                             n_features_per_level=int(g["n_features_per_level"]),
                             log2_hashmap_size=int(g["log2_hashmap_size"]), base_resolution=int(g["base_resolution"]),
@@ -144,11 +144,6 @@ def _hash_grid(g: Mapping, backend: str):
 
 
 def _mlp(n_in: int, n_out: int, m: Mapping):
-    try:
-        from immersivedepth.field.mlp import make_mlp
-    except ImportError:
-        from immersivedepth.field.encodings import make_mlp
-
     return make_mlp(n_in, n_out, width=int(m["width"]), depth=int(m["depth"]))
 
 

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 
 import torch
 
+from immersivedepth import sphere
 from immersivedepth.field.sampler import (
     RaySamples,
     occupied_segments,
@@ -276,7 +277,6 @@ def render_panorama(field, height: int, width: int, *, position=(0.0, 0.0, 0.0),
 
     Returns numpy ``rgb (H,W,3)`` float32, ``distance (H,W)``, ``opacity (H,W)`` (and ``normal (H,W,3)``).
     """
-    from immersivedepth import sphere
 
     dev = next(iter(field.parameters())).device if hasattr(field, "parameters") else torch.device("cpu")
     d = torch.from_numpy(sphere.erp_directions(height, width)).reshape(-1, 3).to(dev)

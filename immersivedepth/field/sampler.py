@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from immersivedepth.field._cpu_ext import load_cpu_ext
+
 __all__ = [
     "RaySamples",
     "OccupancyGrid",
@@ -221,7 +223,6 @@ def _march_ext(perturb: bool, grid: OccupancyGrid, *tensors: torch.Tensor):
     if perturb or grid.bmin.dtype != torch.float32 or not all(
             t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors):
         return None
-    from immersivedepth.field._cpu_ext import load_cpu_ext
 
     return load_cpu_ext(warn=False)
 

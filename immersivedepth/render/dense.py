@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from immersivedepth.io import VideoWriter, write_distance, write_exr, write_image
 from immersivedepth.render.frames import render_pose, visualize
 from immersivedepth.render.poses import CameraPose
 
@@ -70,7 +71,6 @@ def render_path(field, poses: Sequence[CameraPose], out_dir, *, fps: float = 30.
     sizes = {(p.height, p.width) for p in poses}
     if videos and len(sizes) > 1:
         raise ValueError(f"render_path: all poses of a video need one size, got {sorted(sizes)}.")
-    from immersivedepth.io import VideoWriter, write_distance, write_exr, write_image
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -112,7 +112,6 @@ def render_poses_to_dir(field, poses: Sequence[CameraPose], out_dir, *, renderer
 
     Returns ``{name: {"rgb": path, "distance": path}}``.
     """
-    from immersivedepth.io import write_distance, write_image
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import torch
 
+from immersivedepth.field.renderer import render_rays
+from immersivedepth.io import colorize
 from immersivedepth.render.poses import CameraPose, pose_rays
 
 __all__ = [
@@ -31,11 +33,6 @@ __all__ = [
 
 def default_renderer() -> Callable:
     """The project's volume renderer ``immersivedepth.field.renderer.render_rays``."""
-    try:
-        from immersivedepth.field.renderer import render_rays
-    except ImportError as e:  # pragma: no cover - depends on the field package being present
-        raise ImportError("immersivedepth.field.renderer.render_rays is not available; install the field package "
-                          f"or pass renderer=... ({e}).") from e
     return render_rays
 
 
@@ -137,7 +134,6 @@ def visualize(frame: Mapping[str, np.ndarray], kind: str, *, distance_range: tup
               cmap: str = "turbo", log_distance: bool = False, min_opacity: float = 0.5) -> np.ndarray:
     """An 8-bit ``(H, W, 3)`` picture of one output: ``rgb``, ``distance`` (colourised with a fixed range so a
     video does not flicker), ``normal`` (``(n + 1) / 2``) or ``opacity`` (grey)."""
-    from immersivedepth.io import colorize
 
     if kind == "rgb":
         return (np.clip(frame["rgb"], 0, 1) * 255 + 0.5).astype(np.uint8)

@@ -38,6 +38,7 @@ import numpy as np
 
 from immersivedepth import sphere
 from immersivedepth.errors import InputError, InputNotFoundError
+from immersivedepth.io import atomic_path
 
 __all__ = [
     "CameraPose",
@@ -230,7 +231,6 @@ def poses_to_json(poses: Sequence[CameraPose], fps: float | None = None) -> dict
 
 def save_poses_file(path, poses: Sequence[CameraPose], fps: float | None = None) -> Path:
     """Write poses in our format (atomically)."""
-    from immersivedepth.io import atomic_path
 
     path = Path(path)
     with atomic_path(path) as tmp:
