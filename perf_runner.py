@@ -7,13 +7,16 @@ See README.md for the modes and outputs; the work happens in ``immersivedepth.st
 """
 
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from immersivedepth.stages.cli import preflight
 from immersivedepth.stages.runner import main as run_main
 from immersivedepth.stages.schema import register_configs
 
+CONFIGS = Path(__file__).resolve().parent / "configs"
 register_configs()  # the typed schemas the YAML presets in configs/ build on
 
 
@@ -25,4 +28,8 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    problem = preflight(sys.argv[1:], CONFIGS)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
     main()

@@ -201,3 +201,33 @@ def test_visibility_mask_rule():
     assert visible_from_centre(p, t, centre / 1.01).all()
     t[0, 0] = 0.0  # invalid ground truth is never counted
     assert not visible_from_centre(p, t, centre)[0, 0]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("field.optim.stepz=3", "unknown key field.optim.stepz; valid keys under field.optim: batch_rays, betas"),
+        ("render.paths.0.fractionz=1", "unknown key render.paths[0].fractionz; valid keys under render.paths[0]: "
+                                       "anchors_per_ring"),
+        ("depth.tiles.levl=1", "unknown key depth.tiles.levl; valid keys under depth.tiles: antialias"),
+        ("field.optim.steps=abc", "field.optim.steps: Value 'abc' of type 'str' could not be converted to Integer"),
+        ("field=fastt", "Could not find 'field/fastt': no such preset"),
+    ],
+)
+def test_command_line_preflight_names_the_key_and_the_valid_ones(override, message):
+    from immersivedepth.stages.cli import preflight
+
+    problem = preflight(["--config-name", "nerf", override, "mode=depth"], REPO / "configs")
+    assert problem is not None and problem.startswith(message) and "\n" not in problem
+    assert preflight(["--config-name", "nerf", "field=fast", "mode=depth"], REPO / "configs") is None
+
+
+def test_cli_bad_override_is_one_line_exit_2(tmp_path):
+    proc = subprocess.run([sys.executable, "perf_runner.py", "--config-name", "nerf", "field.optim.stepz=3",
+                           f"dataset.image_path={EXAMPLE}", f"device.base_exp_dir={tmp_path}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: unknown key field.optim.stepz; valid keys under field.optim: batch_rays, betas, eps, "
+        "final_lr_factor, fused, lr, steps, warmup_start_factor, warmup_steps"]
+    assert not (tmp_path / "living_room").exists()
