@@ -155,15 +155,19 @@ def test_bad_inputs(room):
 
 
 # --------------------------------------------------------------------------- config + registry
-def test_default_yaml_round_trips_into_depthconfig():
-    raw = OmegaConf.load(REPO / "configs" / "depth" / "default.yaml")
+def test_default_preset_composes_into_depthconfig():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        raw = compose(config_name="nerf").depth
     cfg = DepthConfig.from_mapping(raw)
+    assert cfg == DepthConfig()  # the preset is the schema's defaults, written once
     assert cfg.models == ["dav2_vitl", "midas_beit_l512"]
     assert cfg.source == "auto" and cfg.fusion == "multiband" and cfg.checkpoint_dir == "checkpoints"
     assert cfg.tiles.size == 518 and cfg.align.grid == 4 and cfg.blend.space == "log"
     assert not cfg.preprocess.any_enabled
     assert DepthConfig.from_mapping(cfg) is cfg
-    with pytest.raises(ValueError, match=r"unknown key\(s\) \['gridd'\] in depth.align"):
+    with pytest.raises(ValueError, match=r"unknown key depth.align.gridd; valid keys under depth.align: bending"):
         DepthConfig.from_mapping({"align": {"gridd": 3}})
     with pytest.raises(ValueError, match="not a fusion rule"):
         DepthConfig.from_mapping({"fusion": "max"})
