@@ -293,3 +293,17 @@ def test_preprocessing_a_real_panorama(shared_data):
     assert 0.0 <= out.min() and out.max() <= 1.0
     lum = lambda x: x @ np.array([0.299, 0.587, 0.114], np.float32)
     assert lum(out).std() > lum(img).std()  # dehazing + CLAHE raise contrast
+
+
+def test_missing_checkpoints_are_all_named_and_the_environment_folder_is_searched(tmp_path, monkeypatch):
+    from immersivedepth.errors import CheckpointNotFoundError
+
+    monkeypatch.setenv("IMMERSIVEDEPTH_CHECKPOINTS", str(tmp_path / "ckpts"))
+    cfg = DepthConfig.from_mapping(None)  # the command line's default: no folder set, so the variable counts
+    assert cfg.checkpoint_dir is None
+    with pytest.raises(CheckpointNotFoundError) as err:
+        build_depth_models(["dav2_vitl", "midas_beit_l512"], checkpoint_dir=cfg.checkpoint_dir)
+    msg = str(err.value)
+    assert msg.startswith("2 depth-model checkpoints are missing")
+    assert "depth_anything_v2_vitl.pth" in msg and "dpt_beit_large_512.pt" in msg
+    assert f"searched: {tmp_path / 'ckpts'}" in msg and "\n" not in msg

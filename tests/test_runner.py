@@ -231,3 +231,57 @@ def test_cli_bad_override_is_one_line_exit_2(tmp_path):
         "error: unknown key field.optim.stepz; valid keys under field.optim: batch_rays, betas, eps, "
         "final_lr_factor, fused, lr, steps, warmup_start_factor, warmup_steps"]
     assert not (tmp_path / "living_room").exists()
+
+
+TINY_FIELD = ["field=fast", "field.optim.steps=3", "field.optim.batch_rays=64", "field.optim.warmup_steps=1",
+              "field.log.preview_every=0", "field.log.tensorboard=false", "field.log.checkpoint_every=2",
+              "field.model.density_grid.log2_hashmap_size=10", "field.model.color_grid.log2_hashmap_size=10",
+              "field.grid.resolution=16"]
+
+
+def test_existing_run_is_never_replaced_silently_and_unfinished_training_is_not_rendered(tmp_path, small_scene):
+    img, _ = small_scene
+    base = [f"dataset.image_path={img}", f"device.base_exp_dir={tmp_path / 'exp'}", *TINY_FIELD]
+    ctx = runner.run(_cfg(base + ["mode=train"]))
+    last = ctx.run_dir / "checkpoints" / "last.pt"
+    before = last.read_bytes()
+    # a different training config over the same run: refused, the checkpoint untouched, the stage marked failed
+    with pytest.raises(ImmersiveDepthError, match=r"last.pt exists \(training status: done\) and is_continue=false: "
+                                                  r"pass is_continue=true .* overwrite=true to replace it"):
+        runner.run(_cfg(base + ["mode=train", "field.optim.steps=4"]))
+    assert last.read_bytes() == before
+    record = json.loads((ctx.run_dir / "run.json").read_text())
+    assert record["stages"]["train"]["status"] == "failed" and "is_continue=false" in record["stages"]["train"]["error"]
+    assert "is_continue=false" in (ctx.run_dir / "log.txt").read_text()
+    # with overwrite=true it retrains
+    runner.run(_cfg(base + ["mode=train", "field.optim.steps=4", "overwrite=true"]))
+    assert last.read_bytes() != before
+    # a run whose training did not finish is not rendered unless asked for
+    record = json.loads((ctx.run_dir / "run.json").read_text())
+    record["stages"]["train"]["status"] = "interrupted"
+    (ctx.run_dir / "run.json").write_text(json.dumps(record))
+    with pytest.raises(ImmersiveDepthError, match=r"did not finish \(status: interrupted\); resume it with mode=train "
+                                                  r"is_continue=true, or pass render.allow_unfinished=true"):
+        runner.run(_cfg(base + ["mode=render_dense", "field.optim.steps=4"]))
+
+
+def test_evaluate_with_a_missing_gt_folder_is_an_error(tmp_path, small_scene):
+    img, _ = small_scene
+    base = [f"dataset.image_path={img}", f"device.base_exp_dir={tmp_path / 'exp'}"]
+    runner.run(_cfg(base + ["mode=depth"]))
+    with pytest.raises(ImmersiveDepthError, match=r"evaluate.gt_dir: .*nowhere is not a folder"):
+        runner.run(_cfg(base + ["mode=evaluate", f"evaluate.gt_dir={tmp_path / 'nowhere'}"]))
+
+
+def test_python_warnings_reach_the_console_and_the_run_log(tmp_path, small_scene):
+    img, dist = small_scene
+    rgba = np.concatenate([np.full((32, 64, 3), 0.5, np.float32), np.ones((32, 64, 1), np.float32)], -1)
+    io.write_image(img.parent / "alpha.png", rgba)
+    np.save(img.parent / "alpha_distance.npy", dist)
+    proc = subprocess.run([sys.executable, str(REPO / "perf_runner.py"), "--config-name", "nerf", "mode=depth",
+                           f"dataset.image_path={img.parent / 'alpha.png'}", f"device.base_exp_dir={tmp_path}"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "alpha channel" in proc.stderr
+    log = (tmp_path / "alpha" / "default" / "log.txt").read_text()
+    assert "WARNING py.warnings" in log and "alpha channel" in log

@@ -56,7 +56,9 @@ class DepthConfig:
     source: str = "auto"
     models: list = field(default_factory=lambda: ["dav2_vitl", "midas_beit_l512"])
     fusion: str = "multiband"
-    checkpoint_dir: str | None = "checkpoints"
+    # folder of the network checkpoints; null: $IMMERSIVEDEPTH_CHECKPOINTS if set, else ./checkpoints and
+    # <repo>/checkpoints
+    checkpoint_dir: str | None = None
     output_size: list | None = None  # [H, W] of the distance map; null: the input panorama's size
     relative_median: float = 1.0  # without reference: the output is scaled to this median distance
     reference_fit: str = "median"  # median (of reference / estimate) | lsq_log (mean log ratio)

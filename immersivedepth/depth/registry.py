@@ -15,9 +15,9 @@ from typing import Any
 from hydra.utils import instantiate
 
 from immersivedepth.config import to_plain
-from immersivedepth.depth.models import PRESETS, build_preset
+from immersivedepth.depth.models import PRESETS, build_preset, find_checkpoint
 from immersivedepth.depth.oracle import OracleDepthModel
-from immersivedepth.errors import ConfigError
+from immersivedepth.errors import CheckpointNotFoundError, ConfigError
 
 __all__ = ["ORACLE_PRESETS", "DepthModelError", "available_presets", "build_depth_models"]
 
@@ -67,6 +67,16 @@ def build_depth_models(entries, *, checkpoint_dir=None, device: str = "cpu") -> 
             f"depth.models must be a non-empty list of preset names or _target_ configs, got {entries!r}; "
             f"available presets: {', '.join(available_presets())}"
         )
+    # every missing checkpoint is named at once (users should not learn of the second after a 1.3 GB download)
+    missing = []
+    for entry in entries:
+        if isinstance(entry, str) and entry in PRESETS:
+            try:
+                find_checkpoint(entry, checkpoint_dir)
+            except CheckpointNotFoundError as exc:
+                missing.append(str(exc))
+    if len(missing) > 1:
+        raise CheckpointNotFoundError(f"{len(missing)} depth-model checkpoints are missing: " + " | ".join(missing))
     out: list[tuple[str, Any]] = []
     names: set[str] = set()
     for i, entry in enumerate(entries):

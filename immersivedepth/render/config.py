@@ -190,6 +190,8 @@ class RenderConfig:
     video: VideoConfig = dataclass_field(default_factory=VideoConfig)
     export: ExportConfig = dataclass_field(default_factory=ExportConfig)
     image_path: str | None = None  # panorama for the depth mesh colours; null: the run's dataset.image_path
+    # render a field whose training did not finish (interrupted, failed): false refuses with a message
+    allow_unfinished: bool = False
 
     def __post_init__(self):
         one_of(self.on_violation, ("clamp", "error"), "render.on_violation")

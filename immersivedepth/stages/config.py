@@ -48,6 +48,7 @@ class RunConfig:
 
     mode: str = "all"
     is_continue: bool = False  # resume training from <run>/checkpoints/last.pt; render an existing run
+    overwrite: bool = False  # allow a new training to replace an existing run's checkpoints (else: refuse)
     exp_name: str = "default"  # runs go to <device.base_exp_dir>/<dataset.scene_name>/<exp_name>/
     seed: int = 0
     dataset: DatasetConfig = dataclass_field(default_factory=DatasetConfig)

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from immersivedepth.config import to_plain
+from immersivedepth.errors import InputNotFoundError
 from immersivedepth.eval.evaluate import evaluate_run
 from immersivedepth.stages.base import RunContext, Stage, fingerprint, write_json
 from immersivedepth.stages.depth import reference_path
@@ -29,6 +30,9 @@ class EvaluateStage(Stage):
     def run(self, ctx: RunContext) -> dict:
         gt_dir = ctx.cfg.evaluate.get("gt_dir")
         gt_dir = Path(str(gt_dir)) if gt_dir else ctx.image_path.parent
+        if not gt_dir.is_dir():
+            raise InputNotFoundError(f"evaluate.gt_dir: {gt_dir} is not a folder; give the folder with poses.json and "
+                                     "gt/<pose>.png (or leave it unset to use the panorama's folder)")
         results = evaluate_run(ctx.run_dir, image_path=ctx.image_path, reference_path=reference_path(ctx),
                                distance_format=to_plain(ctx.cfg.dataset.distance_format), gt_dir=gt_dir,
                                max_distance=float(ctx.cfg.evaluate.max_distance), device=ctx.device)

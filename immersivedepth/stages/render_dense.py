@@ -126,6 +126,13 @@ class RenderDenseStage(Stage):
         return fingerprint("render", upstream, ctx.group("render"))
 
     def run(self, ctx: RunContext) -> dict:
+        train = ctx.stage_record("train")
+        if train.get("status") not in (None, "done"):
+            what = (f"the training of {ctx.run_dir} did not finish (status: {train.get('status')}); resume it with "
+                    "mode=train is_continue=true")
+            if not bool(ctx.cfg.render.allow_unfinished):
+                raise RunError(what + ", or pass render.allow_unfinished=true to render it as it is")
+            LOG.warning("render_dense: %s; rendering it anyway (render.allow_unfinished=true)", what)
         return run_render_dense(ctx.run_dir, ctx.cfg.render, device=ctx.device, checkpoint=ctx.field_checkpoint())
 
 

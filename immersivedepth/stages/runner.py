@@ -58,8 +58,8 @@ def validate_config(cfg: DictConfig) -> RunConfig:
     """Check the whole config up front: the run's own keys and every stage's group (unknown keys, types, ranges),
     so a bad value in the last stage fails in a second, not after an hour of training."""
     plain = to_plain(cfg)
-    own = {k: plain[k] for k in ("mode", "is_continue", "exp_name", "seed", "dataset", "device", "evaluate")
-           if k in plain}
+    own = {k: plain[k] for k in ("mode", "is_continue", "overwrite", "exp_name", "seed", "dataset", "device",
+                                 "evaluate") if k in plain}
     run_cfg = from_mapping(RunConfig, own, "config")
     if run_cfg.mode not in modes():
         raise ConfigError(f"mode={run_cfg.mode!r} is not a mode; use one of {', '.join(modes())}")
@@ -167,12 +167,14 @@ def _run_stage(ctx: RunContext, stage: Stage, fp: str, *, forced: bool) -> None:
             and all(p.is_file() for p in stage.outputs(ctx))):
         LOG.info("%s: reusing the outputs in %s (inputs and config unchanged)", stage.name, ctx.run_dir)
         return
-    ctx.mark(stage.name, fp, "running")
+    ctx.mark(stage.name, fp, "running", previous_status=rec.get("status"))
     t0 = time.perf_counter()
     try:
         summary = stage.run(ctx)
     except ImmersiveDepthError as exc:
         ctx.mark(stage.name, fp, "failed", error=one_line(exc))
+        LOG.error("%s failed: %s", stage.name, one_line(exc), extra={"console": False})  # main() prints it once
+        exc.logged = True  # type: ignore[attr-defined]
         raise
     except KeyboardInterrupt:
         ctx.mark(stage.name, fp, "interrupted")
@@ -216,7 +218,7 @@ def main(cfg: DictConfig) -> int:
     except ImmersiveDepthError as exc:
         if debug:
             raise
-        if LOG.handlers:
+        if LOG.handlers and not getattr(exc, "logged", False):
             LOG.error("%s", one_line(exc), extra={"console": False})  # the console gets the message once, below
         print(f"error: {one_line(exc)}\n(set IMMERSIVEDEPTH_DEBUG=1 for the traceback)", file=sys.stderr)
         return 2

@@ -48,8 +48,12 @@ class TrainStage(Stage):
         last = self.field_checkpoint(ctx)
         resume = bool(ctx.cfg.is_continue) and last.is_file()
         if last.is_file() and not resume:
-            LOG.warning("train: %s exists but is_continue=false: training from scratch and replacing it "
-                        "(pass is_continue=true to resume, or a new exp_name to keep it)", last)
+            if not bool(ctx.cfg.get("overwrite", False)):
+                status = ctx.stage_record("train").get("previous_status") or "unknown"
+                raise RunError(f"{last} exists (training status: {status}) and is_continue=false: pass "
+                               "is_continue=true to resume it, a new exp_name to keep it and start another, or "
+                               "overwrite=true to replace it")
+            LOG.warning("train: overwrite=true: training from scratch and replacing %s", last)
         rgb, distance = load_depth_outputs(ctx)
         summary = train_field(rgb, distance, ctx.run_dir, ctx.cfg.field, resume=resume, device=ctx.device,
                               seed=int(ctx.cfg.seed))
