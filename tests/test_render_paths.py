@@ -200,10 +200,12 @@ def test_missing_and_broken_poses_file(tmp_path):
 
 
 def test_bad_path_specs(free):
-    with pytest.raises(ValueError, match=r"render path kind 'zigzag' unknown"):
+    with pytest.raises(ValueError, match=r"render path 'zigzag': kind must be one of tour, circle, spiral, forward"):
         make_path({"kind": "zigzag"}, free)
-    with pytest.raises(ValueError, match=r"needs 'file: <poses JSON"):
+    with pytest.raises(ValueError, match=r"render path 'file': file is needed for kind file \(our poses JSON"):
         make_path({"kind": "file"}, free)
+    with pytest.raises(ValueError, match=r"unknown key render path.radius_fractio; valid keys under render path: "):
+        make_path({"kind": "spiral", "radius_fractio": [0.1, 0.5]}, free)
     with pytest.raises(ValueError, match=r"needs the distance map"):
         make_path({"kind": "tour"}, None)
     with pytest.raises(ValueError, match="distance map has no valid pixel"):
