@@ -592,8 +592,11 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, l
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="[app] %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's start-up self-checks are not news
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("[app] %(message)s"))
+    LOG.addHandler(handler)
+    LOG.setLevel(logging.INFO)
+    LOG.propagate = False  # the runner's own console handler on "immersivedepth" prints the stages' lines once
     _, overrides = parse_args(argv)
     try:
         cfg = load_app_config(overrides)
