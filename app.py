@@ -28,7 +28,7 @@ import threading
 import time
 import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +82,9 @@ class AppConfig:
     render_presets: list[str] = MISSING
     depth_render_preset: str = MISSING
     show_test_models: bool = MISSING
-    examples: list[list[Any]] = field(default_factory=lambda: MISSING)
+    cache_sweep_seconds: int = MISSING
+    viewer_camera: list[float] = MISSING
+    examples: list[list[Any]] = MISSING
 
 
 def load_app_config(overrides: Sequence[str] = (), path: Path = APP_CONFIG) -> AppConfig:
@@ -353,6 +355,9 @@ def prepare_depth_job(cfg: AppConfig, jobs: Jobs, panorama: str | None, referenc
     if (source == "models" or (source == "auto" and ref is None)) and not models:
         raise InputError("no depth model selected (and no reference distance): tick an available model, or upload "
                          "a reference distance; models without their checkpoint file are listed as unavailable")
+    unknown = [m for m in models if m not in PRESETS and m not in ORACLE_PRESETS]
+    if unknown:
+        raise InputError(f"unknown depth model(s) {unknown}; choose among the listed models")
     job = jobs.create()
     pano_path = job / "inputs" / f"panorama.{pano.kind}"
     shutil.copyfile(pano.path, pano_path)
@@ -369,10 +374,6 @@ def prepare_depth_job(cfg: AppConfig, jobs: Jobs, panorama: str | None, referenc
     overrides = ["mode=depth", f"depth.source={source}", f"dataset.allow_resample={str(bool(allow_resample)).lower()}",
                  f"dataset.distance_format={distance_format}", f"render={cfg.depth_render_preset}"]
     if models:
-        unknown = [m for m in models if m not in PRESETS and m not in ORACLE_PRESETS]
-        if unknown:
-            shutil.rmtree(job, ignore_errors=True)
-            raise InputError(f"unknown depth model(s) {unknown}; choose among the listed models")
         overrides.append(f"depth.models=[{','.join(models)}]")
     spec = JobSpec(overrides, values)
     _save_spec(job, spec)
@@ -516,7 +517,7 @@ class App:
     # -------------------------------------------------------------------------------------------- layout
     def build(self) -> gr.Blocks:
         with gr.Blocks(title="ImmersiveDepth", analytics_enabled=False,
-                       delete_cache=(3600, int(self.cfg.max_job_age_hours * 3600))) as demo:
+                       delete_cache=(self.cfg.cache_sweep_seconds, int(self.cfg.max_job_age_hours * 3600))) as demo:
             gr.Markdown("# ImmersiveDepth\nOne 360° equirectangular panorama → distance map → 3D scene → novel views.")
             job_id = gr.State(None)
             with gr.Tab("Depth"):
@@ -547,7 +548,7 @@ class App:
                             nrm = gr.Image(label="Normals", type="filepath", interactive=False)
                             conf = gr.Image(label="Confidence", type="filepath", interactive=False)
                         mesh = gr.Model3D(label="Depth mesh (drag to look around)", elem_id="depth-mesh",
-                                          camera_position=(90, 90, 0.1), zoom_speed=0.5)
+                                          camera_position=tuple(self.cfg.viewer_camera))
                         splat = gr.Model3D(label="Gaussian splat", elem_id="splat")
                         files = gr.File(label="Downloads", file_count="multiple", interactive=False,
                                         elem_id="depth-downloads")

@@ -96,6 +96,7 @@ def bad_files(tmp_path_factory):
     (IMAGE, "notes.png", {}, r"reference distance: the file is not an image"),
     (IMAGE, None, {"source": "reference"}, r"depth source 'reference' needs a reference distance upload"),
     (IMAGE, None, {"source": "models"}, r"no depth model selected \(and no reference distance\)"),
+    (IMAGE, None, {"models": ["dav9_huge"]}, r"unknown depth model\(s\) \['dav9_huge'\]; choose among the listed"),
 ])
 def test_bad_input_is_one_line_in_the_page_and_creates_no_job(web, bad_files, pano, ref, kwargs, message):
     before = job_folders(web)

@@ -200,8 +200,12 @@ def test_export_depth_products_writes_the_splat_by_default(tmp_path, pano):
 
 
 def test_bad_options_and_empty_splat_are_one_line_errors(tmp_path):
-    with pytest.raises(ConfigError, match=r"render\.export\.splat\.stride=3 must divide the panorama size 128x64"):
-        splats_from_distance(None, np.ones((H, W)), SplatOptions(stride=3))
+    with pytest.warns(UserWarning, match=r"render\.export\.splat\.stride=3 does not divide the panorama size "
+                                         r"128x64; using stride 2"):
+        sp = splats_from_distance(None, np.ones((H, W)), SplatOptions(stride=3))
+    assert sp.grid == (H // 2, W // 2) and len(sp) == H * W // 4
+    with pytest.raises(ConfigError, match=r"render\.export\.splat: stride must be an integer >= 1"):
+        SplatOptions.from_mapping({"stride": 0})
     with pytest.raises(ConfigError, match=r"render\.export\.splat: unknown option\(s\) \['sigma'\]"):
         SplatOptions.from_mapping({"sigma": 1.0})
     with pytest.raises(ConfigError, match=r"render\.export\.splat: opacity must be in \(0, 1\)"):

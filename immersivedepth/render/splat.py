@@ -29,6 +29,7 @@ Geometry, in the project's world frame (y up, world units, origin at the panoram
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +40,7 @@ from scipy.spatial.transform import Rotation
 from immersivedepth import io, sphere
 from immersivedepth.config import positive, require
 from immersivedepth.depth.normals import normals_from_distance
-from immersivedepth.errors import ConfigError, InputError
+from immersivedepth.errors import InputError
 
 __all__ = ["SH_C0", "SPLAT_PROPERTIES", "SplatOptions", "Splats", "splats_from_distance", "write_splat_ply",
            "export_splat"]
@@ -95,6 +96,16 @@ class Splats:
         return len(self.means)
 
 
+def _dividing_stride(stride: int, height: int, width: int) -> int:
+    """``stride``, or the largest smaller one that divides both sizes (with a warning): a panorama resampled to 2:1
+    may have an odd height, and the splat must not fail the whole render stage for it."""
+    s = next(k for k in range(stride, 0, -1) if height % k == 0 and width % k == 0)
+    if s != stride:
+        warnings.warn(f"render.export.splat.stride={stride} does not divide the panorama size {width}x{height}; "
+                      f"using stride {s} (set a divisor of both to silence this)", stacklevel=3)
+    return s
+
+
 def _block_mean(rgb: np.ndarray, stride: int) -> np.ndarray:
     """``(H, W, 3)`` -> ``(H/s, W/s, 3)`` block average (colour of the whole footprint, not one pixel)."""
     h, w = rgb.shape[:2]
@@ -134,10 +145,7 @@ def splats_from_distance(rgb: np.ndarray | None, distance: np.ndarray, options: 
     if d_full.ndim != 2:
         raise ValueError(f"distance must be an (H, W) map, got shape {d_full.shape}")
     H, W = d_full.shape
-    s = int(o.stride)
-    if H % s or W % s:
-        raise ConfigError(f"render.export.splat.stride={s} must divide the panorama size {W}x{H}; "
-                          f"choose a divisor of both")
+    s = _dividing_stride(int(o.stride), H, W)
     d = d_full[s // 2::s, s // 2::s]
     h, w = d.shape
     ok = np.isfinite(d) & (d > 0)
