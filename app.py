@@ -45,7 +45,11 @@ from immersivedepth.depth.models.checkpoints import find_checkpoint
 from immersivedepth.depth.models.presets import PRESETS
 from immersivedepth.depth.registry import ORACLE_PRESETS
 from immersivedepth.errors import ConfigError, ImmersiveDepthError, InputError, one_line
+from immersivedepth.render.config import options_of
+from immersivedepth.render.depth_mesh import DepthMeshOptions
+from immersivedepth.render.splat import SplatOptions
 from immersivedepth.render.stage import export_depth_products
+from immersivedepth.stages.base import RunContext
 
 REPO = Path(__file__).resolve().parent
 CONFIG_DIR = REPO / "configs"
@@ -320,7 +324,7 @@ class JobSpec:
     values: dict[str, Any]
 
 
-def run_pipeline(spec: JobSpec, extra_overrides: Sequence[str] = ()) -> runner.RunContext:
+def run_pipeline(spec: JobSpec, extra_overrides: Sequence[str] = ()) -> RunContext:
     cfg = compose_run_config([*spec.overrides, *extra_overrides], spec.values)
     return runner.run(cfg)
 
@@ -380,18 +384,17 @@ def prepare_depth_job(cfg: AppConfig, jobs: Jobs, panorama: str | None, referenc
     return job, spec
 
 
-def depth_products(ctx: runner.RunContext, job: Path) -> dict[str, Path]:
+def depth_products(ctx: RunContext, job: Path) -> dict[str, Path]:
     """After ``mode=depth``: depth mesh (textured GLB for the viewer), PLY, splat and a confidence picture."""
     depth, export = ctx.run_dir / "depth", ctx.run_dir / "export"
     distance = np.load(depth / "distance.npy")
     normals = np.load(depth / "normals.npy")
     rgb = io.read_panorama(ctx.image_path, allow_resample=bool(ctx.cfg.dataset.allow_resample))
     ex = ctx.cfg.render.export
-    dm = OmegaConf.to_container(ex.depth_mesh)
     export_depth_products(export, rgb, distance, normals,
-                          depth_mesh_options={k: v for k, v in dm.items() if k not in ("enabled", "textured")},
-                          formats=("glb", "ply"), points=False, textured=True,
-                          splat=OmegaConf.to_container(ex.splat))
+                          depth_mesh_options=options_of(DepthMeshOptions, ex.depth_mesh),
+                          formats=("glb", "ply"), points=False, textured=True, splat=True,
+                          splat_options=options_of(SplatOptions, ex.splat))
     conf = job / "app" / "confidence.png"  # <job>/app/: files the app makes itself
     io.write_image(conf, io.colorize(np.load(depth / "confidence.npy"), cmap=CONFIDENCE_CMAP, vmin=0.0, vmax=1.0))
     return {
@@ -420,8 +423,8 @@ def _error(msg: str) -> str:
     return f"**Error:** {msg}"
 
 
-#: Failures shown as their one line (the same set ``runner.main`` prints without a traceback).
-USER_ERRORS = (ImmersiveDepthError, FileNotFoundError, ValueError, NotImplementedError)
+#: Failures shown as their one line (what ``runner.main`` prints without a traceback); anything else is a bug.
+USER_ERRORS = (ImmersiveDepthError,)
 
 
 def guarded_job(jobs: Jobs, session: str, job: Path, fn: Callable[[], Any], *, drop_on_failure: bool) -> Any:

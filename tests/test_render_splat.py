@@ -12,8 +12,10 @@ from scipy.spatial.transform import Rotation
 from test_render_support import scene_sdf
 
 from immersivedepth import sphere
+from immersivedepth.config import from_mapping
 from immersivedepth.depth.normals import normals_from_distance
 from immersivedepth.errors import ConfigError, InputError
+from immersivedepth.render.config import SplatExport
 from immersivedepth.render.splat import (
     SH_C0,
     SPLAT_PROPERTIES,
@@ -194,8 +196,7 @@ def test_export_depth_products_writes_the_splat_by_default(tmp_path, pano):
     ply = PlyData.read(str(tmp_path / "scene_splat.ply"))
     assert res["n_splats"] == len(ply["vertex"].data) > 0.9 * 64 * 128  # stride 2 of 128x256, few cuts
     off = tmp_path / "off"
-    res = export_depth_products(off, pano["rgb"], pano["distance"], mesh=False, points=False,
-                                splat={"enabled": False})
+    res = export_depth_products(off, pano["rgb"], pano["distance"], mesh=False, points=False, splat=False)
     assert "n_splats" not in res and not (off / "scene_splat.ply").exists()
 
 
@@ -204,12 +205,13 @@ def test_bad_options_and_empty_splat_are_one_line_errors(tmp_path):
                                          r"128x64; using stride 2"):
         sp = splats_from_distance(None, np.ones((H, W)), SplatOptions(stride=3))
     assert sp.grid == (H // 2, W // 2) and len(sp) == H * W // 4
-    with pytest.raises(ConfigError, match=r"render\.export\.splat: stride must be an integer >= 1"):
-        SplatOptions.from_mapping({"stride": 0})
-    with pytest.raises(ConfigError, match=r"render\.export\.splat: unknown option\(s\) \['sigma'\]"):
-        SplatOptions.from_mapping({"sigma": 1.0})
-    with pytest.raises(ConfigError, match=r"render\.export\.splat: opacity must be in \(0, 1\)"):
-        SplatOptions.from_mapping({"opacity": 1.0})
+    with pytest.raises(ConfigError, match=r"render\.export\.splat\.stride must be > 0, got 0"):
+        SplatOptions(stride=0)
+    with pytest.raises(ConfigError, match=r"unknown key render\.export\.splat\.sigma; valid keys under "
+                                          r"render\.export\.splat: enabled, max_depth_ratio"):
+        from_mapping(SplatExport, {"sigma": 1.0}, "render.export.splat")
+    with pytest.raises(ConfigError, match=r"render\.export\.splat\.opacity must be in \(0, 1\)"):
+        from_mapping(SplatExport, {"opacity": 1.0}, "render.export.splat")
     with pytest.raises(InputError, match="Gaussian splat is empty"):
         export_splat(tmp_path / "s.ply", None, np.zeros((H, W)))
     assert not (tmp_path / "s.ply").exists()
