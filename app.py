@@ -88,6 +88,8 @@ class AppConfig:
     show_test_models: bool = MISSING
     cache_sweep_seconds: int = MISSING
     viewer_camera: list[float] = MISSING
+    zip_exclude: list[str] = MISSING
+    zip_level: int = MISSING
     examples: list[list[Any]] = MISSING
 
 
@@ -405,11 +407,15 @@ def depth_products(ctx: RunContext, job: Path) -> dict[str, Path]:
     }
 
 
-def zip_folder(folder: Path, out: Path) -> Path:
-    """``folder`` (recursively) -> ``out`` (zip, written atomically; temporary files are skipped)."""
-    with io.atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+def zip_folder(folder: Path, out: Path, exclude: Sequence[str] = (), level: int = zipfile.ZIP_DEFLATED) -> Path:
+    """``folder`` (recursively) -> ``out`` (zip named ``<folder name>/...``, written atomically). Temporary files and
+    paths matching an ``exclude`` glob (relative to ``folder``, e.g. ``checkpoints/step_*.pt``) are skipped;
+    ``level`` is the deflate level (1: fast; meshes and checkpoints barely compress anyway)."""
+    with io.atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED,
+                                                     compresslevel=level) as zf:
         for f in sorted(folder.rglob("*")):
-            if f.is_file() and not f.name.startswith(".tmp-"):
+            rel = f.relative_to(folder)
+            if f.is_file() and not f.name.startswith(".tmp-") and not any(rel.match(g) for g in exclude):
                 zf.write(f, f.relative_to(folder.parent))
     return out
 
@@ -500,7 +506,8 @@ class App:
 
         def work():
             ctx = run_pipeline(_load_spec(job), extra)
-            return ctx.run_dir, zip_folder(ctx.run_dir, job / "app" / "run.zip")
+            return ctx.run_dir, zip_folder(ctx.run_dir, job / "app" / "run.zip", self.cfg.zip_exclude,
+                                           self.cfg.zip_level)
 
         try:
             run_dir, zipped = guarded_job(self.jobs, _session(request), job, work, drop_on_failure=False)

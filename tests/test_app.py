@@ -194,6 +194,18 @@ def test_radiance_field_tab_trains_renders_and_zips_the_run(web):
     assert "default/depth/distance.npy" in names and "default/checkpoints/last.pt" in names
 
 
+def test_zip_of_a_run_folder_skips_excluded_and_temporary_files(tmp_path):
+    run = tmp_path / "default"
+    (run / "checkpoints").mkdir(parents=True)
+    for name in ("checkpoints/last.pt", "checkpoints/step_000100.pt", "checkpoints/.tmp-ab.last.pt", "log.txt"):
+        (run / name).write_bytes(name.encode() * 100)
+    out = app.zip_folder(run, tmp_path / "app" / "run.zip", ["checkpoints/step_*.pt"], 1)
+    with zipfile.ZipFile(out) as zf:
+        assert sorted(zf.namelist()) == ["default/checkpoints/last.pt", "default/log.txt"]
+        assert zf.read("default/log.txt") == b"log.txt" * 100
+    assert not list((tmp_path / "app").glob(".tmp-*"))
+
+
 def test_app_config_defaults_flags_and_errors(tmp_path):
     cfg = app.load_app_config([])
     assert cfg.host == "127.0.0.1" and cfg.concurrency == 1
