@@ -50,6 +50,7 @@ from immersivedepth.render.depth_mesh import DepthMeshOptions
 from immersivedepth.render.splat import SplatOptions
 from immersivedepth.render.stage import export_depth_products
 from immersivedepth.stages.base import RunContext
+from immersivedepth.stages.schema import register_configs
 
 REPO = Path(__file__).resolve().parent
 CONFIG_DIR = REPO / "configs"
@@ -296,6 +297,7 @@ _COMPOSE_LOCK = threading.Lock()  # Hydra's global state allows one initialised 
 def compose_run_config(overrides: Sequence[str], values: dict[str, Any]) -> DictConfig:
     """The pipeline config: ``compose("nerf", overrides)`` from ``configs/``, then ``values`` (paths the app chose)
     set by dotted key (not through Hydra's override grammar, so no path can be misparsed)."""
+    register_configs()  # the typed schemas the YAML presets build on (idempotent)
     with _COMPOSE_LOCK, initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
         cfg = compose("nerf", overrides=list(overrides))
     for key, value in values.items():
