@@ -14,8 +14,10 @@ from typing import Any
 from immersivedepth.config import non_negative, one_of, positive, require
 from immersivedepth.render.depth_mesh import DepthMeshOptions
 from immersivedepth.render.mesh import FieldMeshOptions
+from immersivedepth.render.splat import SplatOptions
 
-__all__ = ["PATH_KINDS", "PathSpec", "RenderConfig", "FieldMeshExport", "DepthMeshExport", "options_of"]
+__all__ = ["PATH_KINDS", "PathSpec", "RenderConfig", "FieldMeshExport", "DepthMeshExport", "SplatExport",
+           "options_of"]
 
 PATH_KINDS = ("tour", "circle", "spiral", "forward", "file")
 DEFAULT_FPS = 30.0
@@ -162,11 +164,20 @@ class PointsExport:
 
 
 @dataclass
+class SplatExport(SplatOptions):
+    """``render.export.splat``: one flat Gaussian per strided distance-map pixel -> ``export/scene_splat.ply``
+    (3D Gaussian Splatting PLY: x y z, nx ny nz, f_dc_0..2, opacity logit, scale_0..2 log, rot_0..3 wxyz)."""
+
+    enabled: bool = True
+
+
+@dataclass
 class ExportConfig:
     formats: list[str] = dataclass_field(default_factory=lambda: ["glb", "ply", "obj"])
     field_mesh: FieldMeshExport = dataclass_field(default_factory=FieldMeshExport)
     depth_mesh: DepthMeshExport = dataclass_field(default_factory=DepthMeshExport)
     points: PointsExport = dataclass_field(default_factory=PointsExport)
+    splat: SplatExport = dataclass_field(default_factory=SplatExport)
 
     def __post_init__(self):
         for i, f in enumerate(self.formats):

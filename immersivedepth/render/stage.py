@@ -1,5 +1,6 @@
-"""Products made straight from a distance panorama, no field needed: the depth mesh (plain and textured) and the
-point cloud (:func:`export_depth_products`), and the run's input panorama for their colours (:func:`load_run_panorama`).
+"""Products made straight from a distance panorama, no field needed: the depth mesh (plain and textured), the
+point cloud and the Gaussian splat (:func:`export_depth_products`), and the run's input panorama for their colours
+(:func:`load_run_panorama`).
 The ``render_dense`` stage (:mod:`immersivedepth.stages.render_dense`) calls them after the field's products.
 """
 
@@ -19,6 +20,7 @@ from immersivedepth.depth.normals import normals_from_distance
 from immersivedepth.io import read_panorama, write_ply
 from immersivedepth.render.depth_mesh import DepthMeshOptions, depth_mesh, point_cloud
 from immersivedepth.render.mesh import export_mesh, export_textured_mesh
+from immersivedepth.render.splat import SplatOptions, export_splat
 
 __all__ = ["export_depth_products", "load_run_panorama"]
 
@@ -27,12 +29,14 @@ log = logging.getLogger(__name__)
 def export_depth_products(out_dir, rgb: np.ndarray | None, distance: np.ndarray, normals: np.ndarray | None = None,
                           *, depth_mesh_options: DepthMeshOptions | Mapping | None = None,
                           formats=("glb", "ply", "obj"), mesh: bool = True, points: bool = True,
-                          points_stride: int = 1, textured: bool = True) -> dict:
+                          points_stride: int = 1, textured: bool = True, splat: bool = True,
+                          splat_options: SplatOptions | None = None) -> dict:
     """Depth mesh (``depth_mesh.<fmt>``) and point cloud (``points.ply``) from a distance panorama, no field needed.
 
     ``rgb`` ``(H, W, 3)`` in [0, 1] (or None), ``distance`` ``(H, W)`` world units, ``normals`` ``(H, W, 3)``
     world-frame (None: :func:`~immersivedepth.depth.normals.normals_from_distance`). With ``textured`` and an
     ``rgb``, also ``depth_mesh_textured.obj/.mtl/.glb`` + ``depth_mesh_texture.png`` (the panorama as texture).
+    With ``splat``, also ``scene_splat.ply`` (:mod:`immersivedepth.render.splat`; ``splat_options`` None: defaults).
     Returns paths and counts.
     """
     out_dir = Path(out_dir)
@@ -58,6 +62,8 @@ def export_depth_products(out_dir, rgb: np.ndarray | None, distance: np.ndarray,
         write_ply(p, pts, colors=cols, normals=nn)
         result["points"] = str(p)
         result["n_points"] = int(len(pts))
+    if splat:
+        result.update(export_splat(out_dir / "scene_splat.ply", rgb, distance, splat_options))
     result["seconds"] = time.perf_counter() - t0
     return result
 

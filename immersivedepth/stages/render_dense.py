@@ -29,6 +29,7 @@ from immersivedepth.render.frames import render_pose
 from immersivedepth.render.mesh import FieldMeshOptions, export_mesh, field_mesh
 from immersivedepth.render.paths import FreeSpace, make_path, validate_poses
 from immersivedepth.render.poses import CameraPose, load_poses_file, save_poses_file
+from immersivedepth.render.splat import SplatOptions
 from immersivedepth.render.stage import export_depth_products, load_run_panorama
 from immersivedepth.stages.base import RunContext, Stage, fingerprint
 from immersivedepth.train.checkpoint import TRAIN_COMMAND, load_trained_field
@@ -91,7 +92,7 @@ def run_render_dense(run_dir, cfg, *, device="cpu", progress: bool = True, check
         summary["exports"]["mesh"] = {"files": [str(p) for p in export_mesh(mesh, export_dir, "mesh", formats)],
                                       "vertices": int(len(mesh.vertices)), "faces": int(len(mesh.faces)),
                                       **{k: v for k, v in mesh.info.items() if k != "pixel_index"}}
-    if ex.depth_mesh.enabled or ex.points.enabled:
+    if ex.depth_mesh.enabled or ex.points.enabled or ex.splat.enabled:
         rgb = load_run_panorama(run_dir, cfg.image_path, distance.shape)
         if rgb is None:
             LOG.info("input panorama not found; colouring the depth mesh from the field seen at the centre")
@@ -105,7 +106,8 @@ def run_render_dense(run_dir, cfg, *, device="cpu", progress: bool = True, check
         summary["exports"]["depth"] = export_depth_products(
             export_dir, rgb, distance, normals, depth_mesh_options=options_of(DepthMeshOptions, ex.depth_mesh),
             formats=formats, mesh=ex.depth_mesh.enabled, points=ex.points.enabled, points_stride=ex.points.stride,
-            textured=ex.depth_mesh.textured)
+            textured=ex.depth_mesh.textured, splat=ex.splat.enabled,
+            splat_options=options_of(SplatOptions, ex.splat))
     summary["seconds"] = time.perf_counter() - t0
     summary["field"] = field_info
     (run_dir / "render").mkdir(parents=True, exist_ok=True)
