@@ -1,14 +1,14 @@
-"""``mode=evaluate``: score a run directory against ground truth.
+"""``mode=evaluate``: score one run directory against ground truth (a dataset = a sweep of these, see README).
 
-- **depth**: ``depth/distance.npy`` against the reference distance (FACTS.md conventions: valid =
-  finite, > 0, <= ``max_distance``), without alignment and after a median scale fit (numbers under
-  different alignments are not comparable, so both are reported and labelled).
-- **training view**: the trained field rendered at the panorama centre against the input panorama
-  and the reference distance.
-- **novel views**: the field rendered at every pose of ``poses.json`` against the ground-truth
-  panoramas ``gt/<name>.png`` + ``gt/<name>_distance.npy``, on all pixels and on the pixels
-  *visible from the training position* (see :func:`visible_from_centre`), beside the *identity*
-  baseline (the input panorama shown unchanged at the novel position).
+- **depth**: ``depth/distance.npy`` against the ground-truth distance (``evaluate.gt_distance`` template, else the
+  run's reference distance) under the declared ``evaluate.alignment`` and mask (:mod:`.depth_eval`), with an
+  error-map figure ``eval/depth_error.png``.
+- **training view**: the trained field rendered at the panorama centre against the input panorama.
+- **novel views**: the field rendered at every pose of ``<gt_dir>/poses.json`` against ``gt/<name>.png`` +
+  ``gt/<name>_distance.npy``: PSNR / WS-PSNR / SSIM on all, visible and disoccluded pixels (the one rule of
+  :mod:`.visibility`), the identity baseline (the input panorama shown unchanged), optional LPIPS, and a figure.
+
+Sections without ground truth (or without a trained field) are skipped with the reason under ``"skipped"``.
 """
 
 from __future__ import annotations
@@ -20,8 +20,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from immersivedepth import io, sphere
-from immersivedepth.eval.metrics import align_scale, depth_metrics, psnr
+from immersivedepth import io
+from immersivedepth.errors import InputError, InputNotFoundError, RunError
+from immersivedepth.eval.config import EvalConfig
+from immersivedepth.eval.depth_eval import evaluate_depth
+from immersivedepth.eval.figures import depth_error_figure, novel_view_figure
+from immersivedepth.eval.lpips_metric import lpips_scorer
+from immersivedepth.eval.metrics import depth_metrics
+from immersivedepth.eval.novel_view import image_metrics
+from immersivedepth.eval.visibility import centre_map_sampler, visible_mask
+from immersivedepth.render.frames import render_pose
+from immersivedepth.render.poses import CameraPose, load_poses_file
+from immersivedepth.train.checkpoint import load_trained_field
 
 LOG = logging.getLogger("immersivedepth.eval")
 
@@ -34,115 +44,118 @@ def resize_image(img: np.ndarray, height: int, width: int) -> np.ndarray:
     return cv2.resize(img, (width, height), interpolation=interp)
 
 
-def visible_from_centre(
-    position, distance_at_pose: np.ndarray, centre_distance: np.ndarray, rel_tol: float = 0.02, abs_tol: float = 0.01
-) -> np.ndarray:
-    """Pixels of a panorama taken at ``position`` whose surface point the centre panorama also sees.
-
-    The mask rule: the hit point ``x = position + d * dir`` of each pixel (``d`` its ground-truth
-    distance) is visible from the centre when its distance ``|x|`` is at most the centre's distance
-    along ``x / |x|`` (bilinear) times ``1 + rel_tol``, plus ``abs_tol``. Pixels without a valid
-    distance are excluded. ``distance_at_pose`` ``(h, w)``, ``centre_distance`` ``(H, W)`` -> ``(h, w)`` bool.
-    """
-    h, w = distance_at_pose.shape
-    dirs = sphere.erp_directions(h, w, np.float64)
-    valid = np.isfinite(distance_at_pose) & (distance_at_pose > 0)
-    x = np.asarray(position, np.float64)[None, None, :] + dirs * np.where(valid, distance_at_pose, 0)[..., None]
-    r = np.linalg.norm(x, axis=-1)
-    seen = sphere.erp_sample_dirs(np.asarray(centre_distance, np.float64), x)
-    return valid & (seen > 0) & (r <= seen * (1 + rel_tol) + abs_tol)
+def gt_distance_path(image_path: Path, cfg: EvalConfig, reference: Path | None) -> Path | None:
+    """The ground-truth distance of ``image_path``: ``cfg.gt_distance`` filled with ``{dir}`` (the image's folder)
+    and ``{stem}`` (its stem without ``cfg.image_suffix``), else the run's ``reference``; ``None`` if neither."""
+    if cfg.gt_distance is None:
+        return reference
+    stem = image_path.stem
+    if cfg.image_suffix and stem.endswith(cfg.image_suffix):
+        stem = stem[: -len(cfg.image_suffix)]
+    path = Path(cfg.gt_distance.format(dir=image_path.parent, stem=stem)).expanduser()
+    if not path.is_file():
+        raise InputNotFoundError(f"ground-truth distance {path} of {image_path} does not exist "
+                                 f"(evaluate.gt_distance={cfg.gt_distance!r}); add it or fix the template")
+    return path
 
 
-def _depth_section(pred: np.ndarray, ref: np.ndarray, max_distance: float) -> dict:
-    weights = sphere.pixel_solid_angle(*ref.shape)
-    out = {"alignment_none": depth_metrics(pred, ref, max_depth=max_distance)}
-    aligned, scale = align_scale(pred, ref, valid=(ref > 0) & (ref <= max_distance), method="median")
-    out["alignment_median_scale"] = depth_metrics(aligned, ref, max_depth=max_distance)
-    out["alignment_median_scale"]["scale"] = float(np.asarray(scale).reshape(-1)[0])
-    out["alignment_none_solid_angle_weighted"] = depth_metrics(pred, ref, max_depth=max_distance, weights=weights)
-    return out
+def _depth_section(run_dir: Path, pred: np.ndarray, gt: np.ndarray, gt_path: Path, cfg: EvalConfig) -> dict:
+    try:
+        result, aligned, mask = evaluate_depth(pred, gt, alignment=cfg.alignment, max_distance=cfg.max_distance,
+                                               pole_cap_deg=cfg.pole_cap_deg)
+    except ValueError as exc:
+        raise InputError(f"ground-truth distance {gt_path}: {exc}") from None
+    result["gt"] = str(gt_path)
+    if cfg.figures:
+        fig = run_dir / "eval" / "depth_error.png"
+        depth_error_figure(fig, gt, aligned, mask,
+                           f"{run_dir.parent.name}: AbsRel {result['abs_rel']:.4f} (alignment {cfg.alignment})")
+        result["figure"] = str(fig)
+    return result
 
 
-def _load_poses(poses_file: Path):
-    from immersivedepth.render.poses import load_poses_file
+def _novel_views(run_dir: Path, field, rgb_in: np.ndarray, centre_dist: np.ndarray, gt_dir: Path, cfg: EvalConfig,
+                 skipped: dict, device: str) -> dict:
+    poses, _fps = load_poses_file(gt_dir / "poses.json")
+    lpips_fn, why = lpips_scorer(cfg.lpips.net, device) if cfg.lpips.enabled else (None, None)
+    if why:
+        skipped["lpips"] = why
+        LOG.warning("evaluate: %s", why)
+    centre = centre_map_sampler(centre_dist)
+    novel = {}
+    for pose in poses:
+        gt_rgb_path, gt_dist_path = gt_dir / "gt" / f"{pose.name}.png", gt_dir / "gt" / f"{pose.name}_distance.npy"
+        if not gt_rgb_path.is_file() or not gt_dist_path.is_file():
+            skipped[f"novel_views/{pose.name}"] = f"missing {gt_rgb_path} or {gt_dist_path}"
+            continue
+        gt_rgb, gt_dist = io.read_panorama(gt_rgb_path), io.read_distance(gt_dist_path)
+        ph, pw = gt_rgb.shape[:2]
+        if gt_dist.shape != (ph, pw):
+            raise InputError(f"ground-truth distance {gt_dist_path} is {gt_dist.shape[1]}x{gt_dist.shape[0]} but "
+                             f"{gt_rgb_path} is {pw}x{ph}; give both at the same size")
+        pose.width, pose.height = pw, ph
+        out = render_pose(field, pose, device=device)
+        vis = visible_mask(pose.position, gt_dist, centre, cfg.visibility.rel_tol)
+        valid = np.isfinite(gt_dist) & (gt_dist > 0)
+        masks = {"all": None, "visible": vis, "disoccluded": valid & ~vis}
+        entry = {
+            "position": [float(v) for v in pose.position],
+            "offset_m": float(np.linalg.norm(pose.position)),
+            "visible_fraction": float(vis.mean()),
+            **image_metrics(out["rgb"], gt_rgb, masks),
+            **{f"identity_{k}": v for k, v in image_metrics(resize_image(rgb_in, ph, pw), gt_rgb, masks).items()},
+            "distance_visible": depth_metrics(out["distance"], gt_dist, valid=vis) if vis.any() else None,
+        }
+        if lpips_fn is not None:
+            entry["lpips_all"] = lpips_fn(out["rgb"], gt_rgb)
+        if cfg.figures:
+            fig = run_dir / "eval" / f"novel_{pose.name}.png"
+            novel_view_figure(fig, gt_rgb, out["rgb"], vis, f"{pose.name}: WS-PSNR {entry['ws_psnr_all']:.2f} dB")
+            entry["figure"] = str(fig)
+        novel[pose.name] = entry
+    return novel
 
-    poses, _fps = load_poses_file(poses_file)
-    return poses
 
-
-def evaluate_run(
-    run_dir: Path,
-    *,
-    image_path: Path,
-    reference_path: Path | None,
-    distance_format="auto",
-    gt_dir: Path | None = None,
-    max_distance: float = 10.0,
-    device: str = "cpu",
-) -> dict:
-    """Metrics of ``run_dir`` (see the module docstring); sections that lack ground truth are skipped
-    with the reason recorded under ``"skipped"``."""
+def evaluate_run(run_dir: Path, *, image_path: Path, gt_path: Path | None, gt_format, cfg: EvalConfig,
+                 device: str = "cpu") -> dict:
+    """Metrics of ``run_dir`` (see the module docstring) as one JSON-able dict."""
     run_dir = Path(run_dir)
-    results: dict = {"conventions": {"max_distance_m": max_distance, "valid": "finite, > 0, <= max_distance"},
-                     "skipped": {}}
+    results: dict = {
+        "image": str(image_path),
+        "conventions": {"alignment": cfg.alignment, "max_distance_m": cfg.max_distance,
+                        "pole_cap_deg": cfg.pole_cap_deg, "valid": "GT finite, > 0, <= max_distance",
+                        "visibility_rel_tol": cfg.visibility.rel_tol},
+        "skipped": {},
+    }
     dist_path = run_dir / "depth" / "distance.npy"
-    reference = io.read_distance(reference_path, distance_format) if reference_path is not None else None
     if not dist_path.is_file():
-        raise FileNotFoundError(f"{dist_path} is missing: run mode=depth (or mode=all) on this run first")
+        raise RunError(f"{dist_path} is missing: run mode=depth (or mode=all) on this run first")
     pred = np.load(dist_path)
-    if reference is None:
-        results["skipped"]["depth"] = "no reference distance given or found beside the image"
-    elif reference.shape != pred.shape:
-        raise ValueError(f"reference distance {reference_path} is {reference.shape} but {dist_path} is {pred.shape}")
+    gt = io.read_distance(gt_path, gt_format) if gt_path is not None else None
+    if gt is None:
+        results["skipped"]["depth"] = "no ground-truth distance (evaluate.gt_distance, dataset.distance_path or " \
+                                      "<stem>_distance.* beside the image)"
+    elif gt.shape != pred.shape:
+        raise InputError(f"ground-truth distance {gt_path} is {gt.shape[1]}x{gt.shape[0]} but the panorama "
+                         f"{image_path} is {pred.shape[1]}x{pred.shape[0]}; give the GT at the panorama's size")
     else:
-        results["depth"] = _depth_section(pred, reference, max_distance)
+        results["depth"] = _depth_section(run_dir, pred, gt, gt_path, cfg)
 
     ckpt = run_dir / "checkpoints" / "last.pt"
     if not ckpt.is_file():
         results["skipped"]["field"] = f"no trained field ({ckpt} missing): run mode=train first"
         return results
-    from immersivedepth.render.frames import render_pose
-    from immersivedepth.render.poses import CameraPose
-    from immersivedepth.train.checkpoint import load_trained_field
-
     field, _ = load_trained_field(run_dir, device=device)
     rgb_in = io.read_panorama(image_path, allow_resample=True)
-    centre_dist = reference if reference is not None else pred
+    centre_dist = gt if gt is not None else pred
     h, w = rgb_in.shape[:2]
     view = render_pose(field, CameraPose(position=np.zeros(3), width=w, height=h, name="centre"), device=device)
-    tv = {"psnr": psnr(view["rgb"], rgb_in)}
-    tv["distance"] = depth_metrics(view["distance"], centre_dist, max_depth=max_distance)
-    results["training_view"] = tv
-
-    gt_dir = Path(gt_dir) if gt_dir is not None else Path(image_path).parent
-    poses_file = gt_dir / "poses.json"
-    if not poses_file.is_file():
-        results["skipped"]["novel_views"] = f"no {poses_file} with ground-truth poses"
+    results["training_view"] = {**image_metrics(view["rgb"], rgb_in, {"all": None}),
+                                "distance": depth_metrics(view["distance"], centre_dist, max_depth=cfg.max_distance)}
+    gt_dir = Path(cfg.gt_dir) if cfg.gt_dir is not None else Path(image_path).parent
+    if not (gt_dir / "poses.json").is_file():
+        results["skipped"]["novel_views"] = f"no {gt_dir / 'poses.json'} with ground-truth poses"
         return results
-    novel = {}
-    for pose in _load_poses(poses_file):
-        gt_rgb_path = gt_dir / "gt" / f"{pose.name}.png"
-        gt_dist_path = gt_dir / "gt" / f"{pose.name}_distance.npy"
-        if not gt_rgb_path.is_file() or not gt_dist_path.is_file():
-            results["skipped"][f"novel_views/{pose.name}"] = f"missing {gt_rgb_path.name} or {gt_dist_path.name}"
-            continue
-        gt_rgb = io.read_panorama(gt_rgb_path)
-        gt_dist = io.read_distance(gt_dist_path)
-        ph, pw = gt_rgb.shape[:2]
-        pose.width, pose.height = pw, ph
-        out = render_pose(field, pose, device=device)
-        vis = visible_from_centre(pose.position, gt_dist, centre_dist)
-        identity = resize_image(rgb_in, ph, pw)
-        novel[pose.name] = {
-            "position": [float(v) for v in pose.position],
-            "offset_m": float(np.linalg.norm(pose.position)),
-            "visible_fraction": float(vis.mean()),
-            "psnr_visible": psnr(out["rgb"], gt_rgb, mask=vis),
-            "psnr_all": psnr(out["rgb"], gt_rgb),
-            "identity_psnr_visible": psnr(identity, gt_rgb, mask=vis),
-            "distance_visible": depth_metrics(out["distance"], gt_dist, valid=vis, max_depth=max_distance),
-        }
-    results["novel_views"] = novel
-    results["novel_views_mask_rule"] = visible_from_centre.__doc__.split("\n\n")[1].strip()
-    LOG.info("evaluate: %s", json.dumps({k: v.get("psnr_visible") for k, v in novel.items()}))
+    results["novel_views"] = _novel_views(run_dir, field, rgb_in, centre_dist, gt_dir, cfg, results["skipped"], device)
+    LOG.info("evaluate: %s", json.dumps({k: v.get("ws_psnr_visible") for k, v in results["novel_views"].items()}))
     return results

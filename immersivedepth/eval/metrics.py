@@ -14,7 +14,11 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["depth_metrics", "psnr", "align_scale", "align_scale_shift", "chamfer", "valid_mask"]
+from immersivedepth import sphere
+
+__all__ = [
+    "depth_metrics", "psnr", "ws_psnr", "ssim", "align_scale", "align_scale_shift", "chamfer", "valid_mask",
+]
 
 METRIC_NAMES = ("abs_rel", "sq_rel", "rmse", "rmse_log", "mae", "d1", "d2", "d3")
 
@@ -138,6 +142,80 @@ def psnr(pred, gt, mask=None, max_val: float = 1.0) -> float:
     if mse == 0.0:
         return float("inf")
     return float(10.0 * np.log10(max_val**2 / mse))
+
+
+def ws_psnr(pred, gt, mask=None, max_val: float = 1.0) -> float:
+    """WS-PSNR of equirectangular images: PSNR of the ``cos(latitude)``-weighted MSE, in dB.
+
+    Sun, Lu & Yu, "Weighted-to-spherically-uniform quality evaluation for omnidirectional video" (2017):
+    ``WMSE = sum w (p - g)^2 / sum w`` with ``w(row) = cos(lat(row))`` (the ERP pixel's share of the
+    sphere), ``WS-PSNR = 10 log10(max_val^2 / WMSE)``; ``inf`` for identical images. ``pred``, ``gt``:
+    ``(H,W)`` or ``(H,W,C)`` ERP images (row 0 = zenith); ``mask`` ``(H,W)`` selects pixels.
+    """
+    p, g = _np(pred, "pred"), _np(gt, "gt")
+    _same_shape(p, g, "ws_psnr")
+    if p.ndim not in (2, 3):
+        raise ValueError(f"ws_psnr: expects an (H,W) or (H,W,C) panorama, got shape {p.shape}")
+    if not max_val > 0:
+        raise ValueError(f"ws_psnr: max_val must be > 0, got {max_val}")
+    h, w = p.shape[:2]
+    wts = sphere.cos_lat_weights(h, w, np.float64) * _mask(mask, (h, w), "mask", "ws_psnr")
+    if not np.any(wts > 0):
+        raise ValueError("ws_psnr: mask selects no pixels")
+    err = (p - g) ** 2
+    if err.ndim == 3:
+        err = err.mean(axis=2)  # every channel of a pixel counts once, as in psnr()
+    wmse = float(np.sum(wts * err) / np.sum(wts))
+    if wmse == 0.0:
+        return float("inf")
+    return float(10.0 * np.log10(max_val**2 / wmse))
+
+
+# SSIM constants of Wang, Bovik, Sheikh & Simoncelli (2004): K1, K2 and the 11x11 Gaussian window, sigma 1.5.
+SSIM_K1, SSIM_K2, SSIM_SIGMA, SSIM_RADIUS = 0.01, 0.03, 1.5, 5
+
+
+def _gaussian_blur(x: np.ndarray, sigma: float, radius: int) -> np.ndarray:
+    """Separable Gaussian filter of an ``(H,W)`` map, ``valid`` region only: ``(H-2r, W-2r)``."""
+    t = np.arange(-radius, radius + 1, dtype=np.float64)
+    k = np.exp(-0.5 * (t / sigma) ** 2)
+    k /= k.sum()
+    rows = sum(k[i] * x[i : x.shape[0] - 2 * radius + i] for i in range(2 * radius + 1))
+    return sum(k[j] * rows[:, j : x.shape[1] - 2 * radius + j] for j in range(2 * radius + 1))
+
+
+def ssim_map(pred, gt, max_val: float = 1.0) -> np.ndarray:
+    """Per-pixel SSIM (Wang et al. 2004, Gaussian 11x11 window, sigma 1.5, K1 0.01, K2 0.03).
+
+    ``pred``, ``gt`` ``(H,W)`` or ``(H,W,C)`` (channels averaged) -> ``(H,W)``. Windows do not cross the image
+    border: the ``r = 5`` pixels along each edge copy their nearest interior value (so masks keep their shape).
+    """
+    p, g = _np(pred, "pred"), _np(gt, "gt")
+    _same_shape(p, g, "ssim")
+    if p.ndim == 2:
+        p, g = p[..., None], g[..., None]
+    r = SSIM_RADIUS
+    if p.ndim != 3 or min(p.shape[:2]) <= 2 * r:
+        raise ValueError(f"ssim: expects (H,W) or (H,W,C) images larger than {2 * r + 1}x{2 * r + 1}, got {p.shape}")
+    c1, c2 = (SSIM_K1 * max_val) ** 2, (SSIM_K2 * max_val) ** 2
+    maps = []
+    for c in range(p.shape[2]):
+        x, y = p[..., c], g[..., c]
+        blur = lambda a: _gaussian_blur(a, SSIM_SIGMA, r)
+        mx, my = blur(x), blur(y)
+        vx, vy, cxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+        maps.append(((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2)))
+    inner = np.mean(maps, axis=0)
+    return np.pad(inner, r, mode="edge")
+
+
+def ssim(pred, gt, mask=None, max_val: float = 1.0) -> float:
+    """Mean SSIM (:func:`ssim_map`) over the pixels selected by ``mask`` ``(H,W)`` (all when ``None``)."""
+    smap = ssim_map(pred, gt, max_val)
+    m = _mask(mask, smap.shape, "mask", "ssim")
+    if not m.any():
+        raise ValueError("ssim: mask selects no pixels")
+    return float(smap[m].mean())
 
 
 def _fit_mask(p: np.ndarray, g: np.ndarray, valid, fn: str, positive_pred: bool) -> np.ndarray:
