@@ -170,37 +170,19 @@ def test_depth_mode_with_models_uses_the_reference_only_for_scale(tmp_path):
 def test_evaluate_mode_scores_depth_and_says_what_it_skipped(tmp_path, small_scene):
     img, dist = small_scene
     base = [f"dataset.image_path={img}", f"device.base_exp_dir={tmp_path / 'exp'}"]
-    with pytest.raises(FileNotFoundError, match="distance.npy is missing: run mode=depth"):
-        runner.run(_cfg(base + ["mode=evaluate"]))
+    with pytest.raises(runner.RunError, match="distance.npy is missing: run mode=depth"):
+        runner.run(_cfg(base + ["mode=evaluate", "evaluate.run_depth=false"]))
     runner.run(_cfg(base + ["mode=depth"]))
     np.save(img.parent / "room_distance.npy", dist * 1.1)  # the "ground truth" now differs by 10 %
-    ctx = runner.run(_cfg(base + ["mode=evaluate"]))
+    ctx = runner.run(_cfg(base + ["mode=evaluate", "evaluate.alignment=none", "evaluate.run_depth=false"]))
     res = json.loads((ctx.run_dir / "eval" / "metrics.json").read_text())
-    assert res["depth"]["alignment_none"]["abs_rel"] == pytest.approx(1 - 1 / 1.1, rel=1e-5)
-    assert res["depth"]["alignment_median_scale"]["abs_rel"] == pytest.approx(0.0, abs=1e-6)
-    assert res["depth"]["alignment_median_scale"]["scale"] == pytest.approx(1.1, rel=1e-5)
+    assert res["depth"]["alignment"] == "none"
+    assert res["depth"]["abs_rel"] == pytest.approx(1 - 1 / 1.1, rel=1e-5)
+    ctx = runner.run(_cfg(base + ["mode=evaluate", "evaluate.run_depth=false"]))  # default: median scale
+    res = json.loads((ctx.run_dir / "eval" / "metrics.json").read_text())
+    assert res["depth"]["abs_rel"] == pytest.approx(0.0, abs=1e-6)
+    assert res["depth"]["fit"]["scale"] == pytest.approx(1.1, rel=1e-5)
     assert "run mode=train first" in res["skipped"]["field"]
-
-
-def test_visibility_mask_rule():
-    from immersivedepth import sphere
-    from immersivedepth.eval.evaluate import visible_from_centre
-
-    h, w = 32, 64
-    centre = np.full((h, w), 2.0)  # the centre sees a sphere of radius 2 around itself
-    # from p = (0.5, 0, 0), the distance to that sphere along each direction d solves |p + t d| = 2
-    p = np.array([0.5, 0.0, 0.0])
-    d = sphere.erp_directions(h, w, np.float64)
-    b = d @ p
-    t = -b + np.sqrt(b * b - (p @ p - 4.0))
-    assert visible_from_centre(p, t, centre).all()
-    # an occluder at 1 m seen from the centre hides the whole sphere
-    assert not visible_from_centre(p, t, np.full((h, w), 1.0)).any()
-    # a surface 10 % beyond what the centre sees is hidden; within the 2 % tolerance it is visible
-    assert not visible_from_centre(p, t, centre / 1.1).any()
-    assert visible_from_centre(p, t, centre / 1.01).all()
-    t[0, 0] = 0.0  # invalid ground truth is never counted
-    assert not visible_from_centre(p, t, centre)[0, 0]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,209 @@
+"""Dataset evaluation: declared alignments and masks (hand-computed), the one visibility rule, the ``evaluate.``
+config, and ``mode=evaluate`` through the pipeline on the real Matterport3D panorama in ../shared/data."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+from immersivedepth import io, runner, sphere
+from immersivedepth.errors import ConfigError, InputError, InputNotFoundError
+from immersivedepth.eval.config import eval_config
+from immersivedepth.eval.depth_eval import evaluate_depth, pole_cap_mask
+from immersivedepth.eval.report import headline, write_dataset_report
+from immersivedepth.eval.visibility import centre_map_sampler, visible_mask
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cfg(overrides):
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        return compose(config_name="nerf", overrides=overrides)
+
+
+# --------------------------------------------------------------------------- alignments and masks
+def test_alignments_hand_computed():
+    gt = np.array([[1.0, 2.0, 4.0, 20.0]])  # 20 m is beyond max_distance 10: not scored, not fitted
+    kw = {"max_distance": 10.0, "pole_cap_deg": 0.0}
+    pred = 2.0 * gt
+    r, _, mask = evaluate_depth(pred, gt, alignment="none", **kw)
+    assert mask.tolist() == [[True, True, True, False]]
+    assert (r["abs_rel"], r["mae"], r["d1"], r["d2"]) == (pytest.approx(1.0), pytest.approx(7 / 3), 0.0, 0.0)
+    assert r["rmse"] == pytest.approx(math.sqrt((1 + 4 + 16) / 3))
+    r, aligned, _ = evaluate_depth(pred, gt, alignment="median_scale", **kw)
+    assert r["fit"] == {"scale": pytest.approx(0.5)} and r["abs_rel"] == pytest.approx(0.0, abs=1e-15)
+    assert aligned[0, 3] == pytest.approx(20.0)  # the alignment applies everywhere
+    r, _, _ = evaluate_depth(3.0 * gt - 1.0, gt, alignment="lsq_depth", **kw)
+    assert r["fit"]["scale"] == pytest.approx(1 / 3) and r["fit"]["shift"] == pytest.approx(1 / 3)
+    assert r["abs_rel"] == pytest.approx(0.0, abs=1e-12)
+    # disparity: 1/pred = (1/gt - 0.1) / 2  ->  s = 2, t = 0.1 recover 1/gt exactly
+    r, _, _ = evaluate_depth(1.0 / ((1.0 / gt - 0.1) / 2.0), gt, alignment="lsq_disparity", **kw)
+    assert r["fit"]["scale"] == pytest.approx(2.0) and r["fit"]["shift"] == pytest.approx(0.1)
+    assert r["abs_rel"] == pytest.approx(0.0, abs=1e-12)
+    # a scale-only error is not removed by "none" and the result says which alignment it used
+    assert evaluate_depth(pred, gt, alignment="none", **kw)[0]["alignment"] == "none"
+    with pytest.raises(ValueError, match="no ground-truth pixel is valid .*evaluate.max_distance=0.5"):
+        evaluate_depth(pred, gt, alignment="none", max_distance=0.5, pole_cap_deg=0.0)
+
+
+def test_pole_cap_mask_counts_rows():
+    # 18 rows of 10 degrees: latitudes 85, 75, ..., -85. A 20-degree cap drops |lat| > 70: rows 0, 1, 16, 17.
+    m = pole_cap_mask(18, 36, 20.0)
+    assert m[:, 0].tolist() == [False, False] + [True] * 14 + [False, False]
+    assert pole_cap_mask(18, 36, 0.0).all()
+    gt = np.full((18, 36), 2.0)
+    pred = gt.copy()
+    pred[:2] = 100.0  # wrong only near the zenith
+    r, _, _ = evaluate_depth(pred, gt, alignment="none", max_distance=10.0, pole_cap_deg=20.0)
+    assert r["abs_rel"] == 0.0 and r["mask"]["fraction"] == pytest.approx(14 / 18)
+
+
+def test_visibility_rule():
+    h, w = 32, 64
+    centre = np.full((h, w), 2.0)  # the centre sees a sphere of radius 2 around itself
+    # from p = (0.5, 0, 0), the distance to that sphere along each direction d solves |p + t d| = 2
+    p = np.array([0.5, 0.0, 0.0])
+    d = sphere.erp_directions(h, w, np.float64)
+    b = d @ p
+    t = -b + np.sqrt(b * b - (p @ p - 4.0))
+    tol = 0.01
+    assert visible_mask(p, t, centre_map_sampler(centre), tol).all()
+    # an occluder at 1 m seen from the centre hides the whole sphere
+    assert not visible_mask(p, t, centre_map_sampler(np.full((h, w), 1.0)), tol).any()
+    # symmetric: a surface 2 % behind or 2 % in front of what the centre sees is not it; 0.5 % is
+    assert not visible_mask(p, t, centre_map_sampler(centre / 1.02), tol).any()
+    assert not visible_mask(p, t, centre_map_sampler(centre * 1.02), tol).any()
+    assert visible_mask(p, t, centre_map_sampler(centre * 1.005), tol).all()
+    # an exact distance function works the same way (the benchmark passes the scene's ray cast)
+    assert visible_mask(p, t, lambda u: np.full(u.shape[:2], 2.0), tol).all()
+    t[0, 0] = 0.0  # invalid ground truth is never counted
+    assert not visible_mask(p, t, centre_map_sampler(centre), tol)[0, 0]
+    with pytest.raises(ValueError, match="rel_tol must be >= 0"):
+        visible_mask(p, t, centre_map_sampler(centre), -1.0)
+
+
+# --------------------------------------------------------------------------- config
+@pytest.mark.parametrize(("override", "message"), [
+    ("evaluate.alignment=mean", "evaluate.alignment='mean' is not an alignment; use one of none, median_scale"),
+    ("evaluate.max_distance=0", "evaluate.max_distance=0.0 must be > 0"),
+    ("evaluate.max_distance=far", "evaluate.max_distance='far' is not a number"),
+    ("evaluate.pole_cap_deg=90", "evaluate.pole_cap_deg=90.0 leaves no pixel"),
+    ("evaluate.visibility.rel_tol=-0.1", "evaluate.visibility.rel_tol=-0.1 must be >= 0"),
+    ("evaluate.gt_distance='{dir}/{name}.exr'", "evaluate.gt_distance='{dir}/{name}.exr' is not a valid template"),
+])
+def test_eval_config_errors_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("{", r"\{")
+                       .replace("}", r"\}")):
+        eval_config(_cfg([override]).evaluate)
+
+
+def test_eval_config_defaults():
+    c = eval_config(_cfg([]).evaluate)
+    assert (c.alignment, c.max_distance, c.pole_cap_deg, c.visibility.rel_tol) == ("median_scale", 10.0, 0.0, 0.01)
+    assert c.gt_distance is None and not c.lpips.enabled
+
+
+# --------------------------------------------------------------------------- the real Matterport3D panorama
+@pytest.fixture
+def mp3d(shared_data, tmp_path):
+    """The real mp3d_living panorama in a dataset folder of its own (symlinks: nothing copied)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "living_rgb.png").symlink_to(shared_data / "mp3d_living_rgb.png")
+    (data / "living_distance.exr").symlink_to(shared_data / "mp3d_living_distance.exr")
+    gt = io.read_distance(shared_data / "mp3d_living_distance.exr")
+    return data, gt
+
+
+def _eval(data: Path, tmp_path: Path, *extra: str) -> dict:
+    base = [f"dataset.image_path={data / 'living_rgb.png'}", f"device.base_exp_dir={tmp_path / 'exp'}",
+            "mode=evaluate", "evaluate.gt_distance='{dir}/{stem}_distance.exr'", "evaluate.image_suffix=_rgb"]
+    ctx = runner.run(_cfg(base + list(extra)))
+    return json.loads((ctx.run_dir / "eval" / "metrics.json").read_text())
+
+
+def test_mp3d_reference_through_the_pipeline_scores_perfectly(mp3d, tmp_path):
+    data, gt = mp3d
+    res = _eval(data, tmp_path, f"dataset.distance_path={data / 'living_distance.exr'}", "depth.source=reference",
+                "evaluate.alignment=none")
+    d = res["depth"]
+    valid = (gt > 0) & (gt <= 10.0)
+    assert d["n_valid"] == int(valid.sum()) == 523_824  # 463 pixels lie beyond 10 m, 1 is 0
+    assert (d["abs_rel"], d["rmse"], d["d1"]) == (0.0, 0.0, 1.0)
+    assert d["alignment"] == "none" and Path(d["figure"]).is_file()
+    assert "run mode=train first" in res["skipped"]["field"]
+
+
+def test_mp3d_known_errors_under_each_alignment(mp3d, tmp_path):
+    """The 'prediction' is the real GT times 1.5 (saved as .npy): AbsRel 0.5 unaligned, exactly 0 once aligned."""
+    data, gt = mp3d
+    np.save(tmp_path / "pred.npy", (1.5 * gt).astype(np.float32))
+    base = [f"dataset.distance_path={tmp_path / 'pred.npy'}", "depth.source=reference"]
+    res = _eval(data, tmp_path, *base, "evaluate.alignment=none")["depth"]
+    valid = (gt > 0) & (gt <= 10.0)
+    g = gt[valid].astype(np.float64)
+    assert res["abs_rel"] == pytest.approx(0.5, rel=1e-6)
+    assert res["rmse"] == pytest.approx(0.5 * math.sqrt(np.mean(g**2)), rel=1e-6)
+    assert res["sq_rel"] == pytest.approx(0.25 * np.mean(g), rel=1e-6)
+    assert (res["d1"], res["d2"], res["d3"]) == (0.0, 1.0, 1.0)  # ratio 1.5: above 1.25, below 1.5625
+    for alignment in ("median_scale", "lsq_depth", "lsq_disparity"):
+        r = _eval(data, tmp_path, *base, f"evaluate.alignment={alignment}")["depth"]
+        assert r["alignment"] == alignment and r["abs_rel"] == pytest.approx(0.0, abs=1e-6)
+        assert r["fit"]["scale"] == pytest.approx(1 / 1.5 if alignment != "lsq_disparity" else 1.5, rel=1e-5)
+    # pole caps remove rows: 30 degrees of 180 at each pole leave 2/3 of the rows
+    r = _eval(data, tmp_path, *base, "evaluate.alignment=none", "evaluate.pole_cap_deg=30")["depth"]
+    assert r["mask"]["fraction"] == pytest.approx(valid[pole_cap_mask(512, 1024, 30.0)].sum() / valid.size)
+    assert r["n_valid"] == int((valid & pole_cap_mask(512, 1024, 30.0)).sum())
+
+
+def test_mp3d_scale_invalid_ground_truth_format(mp3d, tmp_path):
+    """GT re-encoded as uint16 millimetres, read with the {scale, invalid} form: errors are the rounding only."""
+    data, gt = mp3d
+    mm = np.clip(np.round(gt * 1000.0), 0, 65535).astype(np.uint16)
+    io.write_image(data / "living_gtmm.png", mm)
+    res = _eval(data, tmp_path, f"dataset.distance_path={data / 'living_distance.exr'}", "depth.source=reference",
+                "evaluate.alignment=none", "evaluate.gt_distance='{dir}/{stem}_gtmm.png'",
+                "evaluate.gt_format={scale: 0.001, invalid: 0}")["depth"]
+    valid = (mm > 0) & (mm <= 10000)
+    expect = np.mean(np.abs(gt[valid] - mm[valid] / 1000.0) / (mm[valid] / 1000.0))
+    assert res["abs_rel"] == pytest.approx(expect, rel=1e-4) and 0 < res["abs_rel"] < 5e-4 / 0.3
+
+
+def test_bad_ground_truth_is_one_clear_line(mp3d, tmp_path):
+    data, gt = mp3d
+    ref = [f"dataset.distance_path={data / 'living_distance.exr'}", "depth.source=reference"]
+    with pytest.raises(InputNotFoundError, match=r"ground-truth distance .*living_depth.exr of .*living_rgb.png "
+                                                 r"does not exist \(evaluate.gt_distance="):
+        _eval(data, tmp_path, *ref, "evaluate.gt_distance='{dir}/{stem}_depth.exr'")
+    np.save(data / "small.npy", gt[::2, ::2])
+    with pytest.raises(InputError, match=r"small.npy is 512x256 but the panorama .*living_rgb.png is 1024x512"):
+        _eval(data, tmp_path, *ref, "evaluate.gt_distance='{dir}/small.npy'")
+    with pytest.raises(ValueError, match=r"distance format 'matterport3d' expects a 16-bit integer image but "
+                                         r".*living_distance.exr holds float32"):
+        _eval(data, tmp_path, *ref, "evaluate.gt_format=matterport3d")
+
+
+# --------------------------------------------------------------------------- dataset report
+def test_dataset_report_files(tmp_path):
+    m = {"depth": {"alignment": "median_scale", "abs_rel": 0.1, "d1": 0.9},
+         "novel_views": {"p0": {"ws_psnr_visible": 20.0}, "p1": {"ws_psnr_visible": 30.0}}}
+    entries = [{"panorama": "a.png", "status": "done", "error": "", "metrics": m},
+               {"panorama": "b.png", "status": "done", "error": "",
+                "metrics": {"depth": {"alignment": "median_scale", "abs_rel": 0.3, "d1": 0.7}}},
+               {"panorama": "bad.png", "status": "failed", "error": "cannot read image bad.png", "metrics": None}]
+    assert headline(m)["novel_ws_psnr_visible"] == 25.0
+    doc = write_dataset_report(tmp_path, entries)
+    assert doc["alignment"] == "median_scale" and (doc["n_panoramas"], doc["n_scored"]) == (3, 2)
+    assert doc["mean"]["depth_abs_rel"] == pytest.approx(0.2)
+    csv_lines = (tmp_path / "evaluation.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("panorama,status,alignment,depth_abs_rel,depth_d1,novel_ws_psnr_visible")
+    assert csv_lines[3].startswith("bad.png,failed,") and csv_lines[3].endswith("cannot read image bad.png")
+    md = (tmp_path / "evaluation.md").read_text()
+    assert "Depth alignment: median_scale" in md and "| **mean** | 2 scored |  | 0.2000 | 0.8000 | 25.0000 |  |" in md
+    doc = json.loads((tmp_path / "evaluation.json").read_text())
+    assert doc["per_image"][2]["error"] == "cannot read image bad.png"
