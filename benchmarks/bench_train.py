@@ -11,9 +11,11 @@ reference distance as supervision, on the CPU; then score
 * novel panoramas 0.2 m and 0.5 m from the centre (along +x and -z), against the analytic ground truth, on the
   pixels visible from the training position.
 
-Visibility rule (the mask): a novel-view pixel counts when its ground-truth hit point P, seen from the panorama
-centre, is the first surface along that direction, i.e. ``| |P| - D0(P/|P|) | <= 1% * |P|`` with ``D0`` the exact
-distance cast from the centre (scene ray casting).
+Visibility rule (the mask) and image metrics are ``mode=evaluate``'s own (one owner: ``immersivedepth.eval``): a
+novel-view pixel counts when its ground-truth hit point P, seen from the panorama centre, is the first surface along
+that direction, ``| |P| - D0(P/|P|) | <= rel_tol * |P|`` (``eval/visibility.py``; ``rel_tol`` is
+``evaluate.visibility.rel_tol`` of ``configs/nerf.yaml``, 1 %), with ``D0`` the exact distance cast from the centre
+(scene ray casting); PSNR / WS-PSNR / SSIM come from ``eval/novel_view.py``.
 
 Two references are computed in the same run on the same mask: the identity baseline (the input panorama shown
 unchanged at the novel position) and the ideal warp ceiling (the input panorama re-projected with the exact
@@ -36,30 +38,33 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from immersivedepth import sphere  # noqa: E402
-from immersivedepth.eval.metrics import depth_metrics, psnr  # noqa: E402
+from immersivedepth.eval.metrics import depth_metrics  # noqa: E402
+from immersivedepth.eval.novel_view import image_metrics  # noqa: E402
+from immersivedepth.eval.visibility import hit_points, visible_mask  # noqa: E402
 from immersivedepth.field.renderer import render_panorama  # noqa: E402
 from immersivedepth.scenes.synthetic import make_scene  # noqa: E402
 from immersivedepth.train.trainer import train_field  # noqa: E402
 
 POSES = {"x+0.20": (0.2, 0.0, 0.0), "z-0.20": (0.0, 0.0, -0.2), "x+0.50": (0.5, 0.0, 0.0), "z-0.50": (0.0, 0.0, -0.5)}
-VIS_TOL = 0.01
+VIS_TOL = float(yaml.safe_load(open(REPO / "configs" / "nerf.yaml"))["evaluate"]["visibility"]["rel_tol"])
 
 
 def psnr01(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
-    """PSNR of images clipped to [0, 1] (eval.metrics.psnr), on ``mask``."""
-    return psnr(np.clip(a, 0, 1), np.clip(b, 0, 1), mask)
+    """PSNR of images clipped to [0, 1] on ``mask``: ``mode=evaluate``'s ``psnr_visible``."""
+    return image_metrics(a, b, {"visible": mask})["psnr_visible"]
 
 
 def references(scene, rgb0: np.ndarray, h: int, w: int, pos) -> dict:
     """GT novel panorama, visibility mask, identity and ideal-warp images for position ``pos``."""
     gt = scene.render_panorama(h, w, position=pos, supersample=3)
-    dirs = sphere.erp_directions(h, w).reshape(-1, 3).astype(np.float64)
-    hit = np.asarray(pos, np.float64) + dirs * gt["distance"].reshape(-1, 1).astype(np.float64)
-    r = np.linalg.norm(hit, axis=-1)
-    u = hit / np.maximum(r, 1e-12)[:, None]
-    d0 = scene.cast(np.zeros_like(u), u)["distance"]
-    visible = (np.abs(r - d0) <= VIS_TOL * r).reshape(h, w)
-    warp = sphere.erp_sample_dirs(rgb0, u.reshape(h, w, 3))
+
+    def exact_centre_distance(u: np.ndarray) -> np.ndarray:  # (h, w, 3) unit directions -> (h, w)
+        flat = u.reshape(-1, 3)
+        return scene.cast(np.zeros_like(flat), flat)["distance"].reshape(u.shape[:2])
+
+    visible = visible_mask(pos, gt["distance"], exact_centre_distance, VIS_TOL)
+    _, _, u = hit_points(pos, gt["distance"])
+    warp = sphere.erp_sample_dirs(rgb0, u)
     return {"rgb": gt["rgb"], "distance": gt["distance"], "mask": visible, "warp": warp.astype(np.float32)}
 
 
