@@ -12,7 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 
 from immersivedepth import io
 from immersivedepth.errors import ConfigError, InputNotFoundError
@@ -172,3 +174,18 @@ def test_submitit_local_sweep(tmp_path):
     assert json.loads((base / "sweep" / "1" / "status.json").read_text())["threads"] == 1
     assert any((base / "sweep" / ".submitit").iterdir())  # submitit's own job logs stay in the sweep folder
     np.testing.assert_array_equal(np.load(base / "b" / "default" / "depth" / "distance.npy"), 2.0)
+
+
+def test_documented_slurm_overrides_compose():
+    """The README's SLURM overrides are fields of the shipped launcher config; cpus_per_task sets the torch threads."""
+    overrides = ["hydra/launcher=submitit_slurm", "hydra.launcher.partition=gpu", "hydra.launcher.gpus_per_node=1",
+                 "hydra.launcher.timeout_min=120", "hydra.launcher.mem_gb=32", "hydra.launcher.cpus_per_task=8",
+                 "+hydra.launcher.additional_parameters.mail-user=me@lab.org"]
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        cfg = compose(config_name="nerf", overrides=overrides, return_hydra_config=True)
+    launcher = OmegaConf.to_container(cfg.hydra.launcher)
+    assert launcher["_target_"].endswith("SlurmLauncher")
+    assert (launcher["partition"], launcher["gpus_per_node"], launcher["timeout_min"], launcher["mem_gb"]) == \
+        ("gpu", 1, 120, 32)
+    assert threads_per_job(launcher, 64) == 8
+    assert cfg.hydra.callbacks.sweep_summary._target_ == "immersivedepth.stages.summary.SweepSummary"
