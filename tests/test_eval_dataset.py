@@ -15,8 +15,14 @@ from immersivedepth import io, runner, sphere
 from immersivedepth.errors import ConfigError, InputError, InputNotFoundError
 from immersivedepth.eval.config import eval_config
 from immersivedepth.eval.depth_eval import evaluate_depth, pole_cap_mask
+from immersivedepth.eval.metrics import psnr, ssim, ws_psnr
 from immersivedepth.eval.report import headline, write_dataset_report
 from immersivedepth.eval.visibility import centre_map_sampler, visible_mask
+from immersivedepth.render.frames import render_pose
+from immersivedepth.render.poses import CameraPose
+from immersivedepth.scenes.synthetic import make_scene
+from immersivedepth.train.checkpoint import load_trained_field
+from immersivedepth.train.trainer import train_field
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -207,3 +213,57 @@ def test_dataset_report_files(tmp_path):
     assert "Depth alignment: median_scale" in md and "| **mean** | 2 scored |  | 0.2000 | 0.8000 | 25.0000 |  |" in md
     doc = json.loads((tmp_path / "evaluation.json").read_text())
     assert doc["per_image"][2]["error"] == "cannot read image bad.png"
+
+
+# --------------------------------------------------------------------------- novel views with a (tiny) trained field
+TINY_FIELD = {
+    "model": {"density_grid": {"n_levels": 4, "log2_hashmap_size": 12, "finest_resolution": 64},
+              "color_grid": {"n_levels": 6, "log2_hashmap_size": 13, "finest_resolution": 128},
+              "density_mlp": {"width": 16, "depth": 1}, "color_mlp": {"width": 16, "depth": 1}},
+    "grid": {"resolution": 24, "update_every": 3, "update_start": 3},
+    "sampling": {"band_samples": 8, "front_segments": 2, "max_segments": 12, "per_segment": 3},
+    "optim": {"steps": 8, "batch_rays": 128, "warmup_steps": 2},
+    "log": {"log_every": 2, "checkpoint_every": 4, "preview_every": 0, "preview_width": 32, "eval_stride": 2,
+            "keep_checkpoints": 1},
+}
+
+
+def test_novel_views_scored_on_visible_and_disoccluded_pixels(tmp_path):
+    """A tiny field trained on the synthetic room; two ground-truth poses. The numbers in metrics.json are the
+    shared functions applied to the same render, masks follow the one visibility rule, LPIPS says why it is off."""
+    h, w = 32, 64
+    scene = make_scene("living_room")
+    data = tmp_path / "room"
+    centre = scene.render_panorama(h, w)
+    io.write_image(data / "image.png", centre["rgb"])
+    np.save(data / "image_distance.npy", centre["distance"].astype(np.float32))
+    positions = {"x+0.30": [0.3, 0.0, 0.0], "z-0.30": [0.0, 0.0, -0.3]}
+    for name, pos in positions.items():
+        view = scene.render_panorama(h, w, position=pos)
+        io.write_image(data / "gt" / f"{name}.png", view["rgb"])
+        np.save(data / "gt" / f"{name}_distance.npy", view["distance"].astype(np.float32))
+    (data / "poses.json").write_text(json.dumps({"poses": [{"name": n, "position": p} for n, p in positions.items()]}))
+    base = [f"dataset.image_path={data / 'image.png'}", f"device.base_exp_dir={tmp_path / 'exp'}"]
+    ctx = runner.run(_cfg(base + ["mode=depth"]))
+    rgb = io.read_panorama(data / "image.png")
+    train_field(rgb, np.load(ctx.run_dir / "depth" / "distance.npy"), ctx.run_dir, TINY_FIELD, progress=False)
+    ctx = runner.run(_cfg(base + ["mode=evaluate", "evaluate.lpips.enabled=true"]))
+    res = json.loads((ctx.run_dir / "eval" / "metrics.json").read_text())
+    # lpips is an optional extra; without it (or without the backbone file) the reason is recorded, no download
+    assert res["skipped"]["lpips"].startswith(("LPIPS needs the lpips package: pip install -r requirements-lpips.txt",
+                                               "LPIPS (alex) needs the torchvision backbone weights at"))
+    field, _ = load_trained_field(ctx.run_dir)
+    for name, pos in positions.items():
+        entry = res["novel_views"][name]
+        gt_rgb = io.read_panorama(data / "gt" / f"{name}.png")
+        gt_dist = np.load(data / "gt" / f"{name}_distance.npy")
+        vis = visible_mask(pos, gt_dist, centre_map_sampler(centre["distance"]), 0.01)
+        assert entry["visible_fraction"] == pytest.approx(vis.mean())
+        assert 0.5 < vis.mean() < 1.0  # some pixels are disoccluded
+        out = np.clip(render_pose(field, CameraPose(position=np.array(pos, float), width=w, height=h))["rgb"], 0, 1)
+        assert entry["psnr_all"] == pytest.approx(psnr(out, gt_rgb), abs=1e-4)
+        assert entry["ws_psnr_visible"] == pytest.approx(ws_psnr(out, gt_rgb, mask=vis), abs=1e-4)
+        assert entry["ssim_disoccluded"] == pytest.approx(ssim(out, gt_rgb, mask=~vis), abs=1e-4)
+        assert entry["identity_psnr_visible"] == pytest.approx(psnr(rgb, gt_rgb, mask=vis), abs=1e-9)
+        assert Path(entry["figure"]).is_file()
+    assert res["training_view"]["psnr_all"] > 10.0 and Path(res["depth"]["figure"]).is_file()
