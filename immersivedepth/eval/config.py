@@ -1,91 +1,76 @@
-"""Typed view of the ``evaluate:`` config group (defaults live in ``configs/nerf.yaml`` only).
+"""Typed schema of the ``evaluate:`` keys: type, default and meaning of each in one place.
 
-Every key is checked once here, so a wrong value fails with the dotted key's name before any work starts.
+:func:`eval_config` builds it from the run's ``evaluate`` node with :func:`immersivedepth.config.from_mapping`, so a
+wrong key or value fails with the dotted key's name before any work starts. (Until the run's own keys get their
+Hydra schema, ``configs/nerf.yaml`` repeats these defaults; ``tests/test_eval_dataset.py`` keeps the two equal.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from immersivedepth.config import from_mapping, non_negative, one_of, positive, require
 
-from immersivedepth.errors import ConfigError
+__all__ = ["ALIGNMENTS", "EvaluateConfig", "LpipsConfig", "VisibilityConfig", "eval_config"]
 
 ALIGNMENTS = ("none", "median_scale", "lsq_depth", "lsq_disparity")
+LPIPS_NETS = ("alex", "vgg", "squeeze")  # the lpips package's backbones
 
 
-@dataclass(frozen=True)
+@dataclass
 class VisibilityConfig:
-    rel_tol: float  # | |P| - D0(P/|P|) | <= rel_tol * |P|  (see eval/visibility.py)
+    # a novel-view pixel is visible when | |P| - D0(P/|P|) | <= rel_tol * |P|  (eval/visibility.py)
+    rel_tol: float = 0.01
+
+    def __post_init__(self):
+        non_negative(self.rel_tol, "evaluate.visibility.rel_tol")
 
 
-@dataclass(frozen=True)
+@dataclass
 class LpipsConfig:
-    enabled: bool
-    net: str  # alex | vgg | squeeze (the lpips package's backbones)
+    # LPIPS needs `pip install -r requirements-lpips.txt` and the backbone weights in torch's hub cache
+    enabled: bool = False
+    net: str = "alex"  # alex | vgg | squeeze
+
+    def __post_init__(self):
+        one_of(self.net, LPIPS_NETS, "evaluate.lpips.net")
 
 
-@dataclass(frozen=True)
-class EvalConfig:
-    gt_dir: str | None  # novel-view ground truth: poses.json + gt/<pose>.png + gt/<pose>_distance.npy
-    gt_distance: str | None  # template of the GT distance path ({dir}, {stem}); None: the run's reference
-    image_suffix: str  # stripped from the image's stem before it fills {stem}
-    gt_format: Any  # distance preset name or {scale, invalid}; None: dataset.distance_format
-    alignment: str
-    max_distance: float
-    pole_cap_deg: float
-    run_depth: bool
-    figures: bool
-    visibility: VisibilityConfig
-    lpips: LpipsConfig
+@dataclass
+class EvaluateConfig:
+    # ground-truth distance: a path template with {dir} (the image's folder) and {stem} (its stem minus
+    # image_suffix), e.g. '{dir}/{stem}_distance.exr'; null: the run's reference distance
+    gt_distance: str | None = None
+    image_suffix: str = ""  # stripped from the image stem before it fills {stem} (e.g. _rgb for room_rgb.png)
+    gt_format: Any = None  # GT encoding: a distance preset or {scale: .., invalid: ..}; null: dataset.distance_format
+    alignment: str = "median_scale"  # none | median_scale | lsq_depth | lsq_disparity -- named in every output
+    max_distance: float = 10.0  # metres; GT beyond it is not scored (FACTS.md evaluation convention)
+    pole_cap_deg: float = 0.0  # ignore pixels within this many degrees of either pole (0: the whole sphere)
+    run_depth: bool = True  # run the depth stage first (reused when its inputs are unchanged)
+    figures: bool = True  # eval/depth_error.png and eval/novel_<pose>.png
+    # novel views: folder with poses.json + gt/<pose>.png + gt/<pose>_distance.npy; null: the image's folder
+    gt_dir: str | None = None
+    visibility: VisibilityConfig = dataclass_field(default_factory=VisibilityConfig)
+    lpips: LpipsConfig = dataclass_field(default_factory=LpipsConfig)
+
+    def __post_init__(self):
+        one_of(self.alignment, ALIGNMENTS, "evaluate.alignment")
+        positive(self.max_distance, "evaluate.max_distance")
+        non_negative(self.pole_cap_deg, "evaluate.pole_cap_deg")
+        require(self.pole_cap_deg < 90.0, "evaluate.pole_cap_deg",
+                f"must be below 90 (caps of {self.pole_cap_deg} degrees at both poles leave no pixel), got "
+                f"{self.pole_cap_deg}")
+        if self.gt_distance is not None:
+            try:
+                self.gt_distance.format(dir="d", stem="s")
+            except (KeyError, IndexError, ValueError) as exc:
+                require(False, "evaluate.gt_distance", f"{self.gt_distance!r} is not a valid template (unknown field "
+                        f"{exc}); use the fields {{dir}} and {{stem}}, e.g. '{{dir}}/{{stem}}_distance.exr'")
 
 
-def _get(node: Mapping, key: str) -> Any:
-    if key not in node:
-        raise ConfigError(f"evaluate.{key} is missing from the config; add it (see configs/nerf.yaml)")
-    return node[key]
-
-
-def eval_config(node: DictConfig | Mapping) -> EvalConfig:
-    """Validate the ``evaluate`` node and return it typed; raises :class:`ConfigError` naming the key."""
-    raw = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
-    alignment = str(_get(raw, "alignment"))
-    if alignment not in ALIGNMENTS:
-        raise ConfigError(f"evaluate.alignment={alignment!r} is not an alignment; use one of {', '.join(ALIGNMENTS)}")
-    numbers = {}
-    for key, lower, inclusive in (("max_distance", 0.0, False), ("pole_cap_deg", 0.0, True)):
-        try:
-            value = float(_get(raw, key))
-        except (TypeError, ValueError):
-            raise ConfigError(f"evaluate.{key}={raw.get(key)!r} is not a number") from None
-        if not (value >= lower if inclusive else value > lower):
-            raise ConfigError(f"evaluate.{key}={value} must be {'>=' if inclusive else '>'} {lower}")
-        numbers[key] = value
-    if numbers["pole_cap_deg"] >= 90.0:
-        raise ConfigError(f"evaluate.pole_cap_deg={numbers['pole_cap_deg']} leaves no pixel; use a value below 90")
-    vis, lp = _get(raw, "visibility"), _get(raw, "lpips")
-    rel_tol = float(_get(vis, "rel_tol"))
-    if not rel_tol >= 0:
-        raise ConfigError(f"evaluate.visibility.rel_tol={rel_tol} must be >= 0")
-    template = _get(raw, "gt_distance")
-    if template is not None and "{" in str(template):
-        try:
-            str(template).format(dir="d", stem="s")
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ConfigError(f"evaluate.gt_distance={template!r} is not a valid template ({exc}); "
-                              "use the fields {dir} and {stem}, e.g. '{dir}/{stem}_distance.exr'") from None
-    return EvalConfig(
-        gt_dir=None if _get(raw, "gt_dir") in (None, "") else str(raw["gt_dir"]),
-        gt_distance=None if template in (None, "") else str(template),
-        image_suffix=str(_get(raw, "image_suffix") or ""),
-        gt_format=_get(raw, "gt_format"),
-        alignment=alignment,
-        max_distance=numbers["max_distance"],
-        pole_cap_deg=numbers["pole_cap_deg"],
-        run_depth=bool(_get(raw, "run_depth")),
-        figures=bool(_get(raw, "figures")),
-        visibility=VisibilityConfig(rel_tol=rel_tol),
-        lpips=LpipsConfig(enabled=bool(_get(lp, "enabled")), net=str(_get(lp, "net"))),
-    )
+def eval_config(node: Mapping | Any) -> EvaluateConfig:
+    """The ``evaluate`` node (DictConfig, dict or None) as :class:`EvaluateConfig`; errors name the key."""
+    return from_mapping(EvaluateConfig, node, "evaluate")

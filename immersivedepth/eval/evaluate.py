@@ -22,7 +22,7 @@ import numpy as np
 
 from immersivedepth import io
 from immersivedepth.errors import InputError, InputNotFoundError, RunError
-from immersivedepth.eval.config import EvalConfig
+from immersivedepth.eval.config import EvaluateConfig
 from immersivedepth.eval.depth_eval import evaluate_depth
 from immersivedepth.eval.figures import depth_error_figure, novel_view_figure
 from immersivedepth.eval.lpips_metric import lpips_scorer
@@ -44,7 +44,7 @@ def resize_image(img: np.ndarray, height: int, width: int) -> np.ndarray:
     return cv2.resize(img, (width, height), interpolation=interp)
 
 
-def gt_distance_path(image_path: Path, cfg: EvalConfig, reference: Path | None) -> Path | None:
+def gt_distance_path(image_path: Path, cfg: EvaluateConfig, reference: Path | None) -> Path | None:
     """The ground-truth distance of ``image_path``: ``cfg.gt_distance`` filled with ``{dir}`` (the image's folder)
     and ``{stem}`` (its stem without ``cfg.image_suffix``), else the run's ``reference``; ``None`` if neither."""
     if cfg.gt_distance is None:
@@ -59,7 +59,7 @@ def gt_distance_path(image_path: Path, cfg: EvalConfig, reference: Path | None) 
     return path
 
 
-def _depth_section(run_dir: Path, pred: np.ndarray, gt: np.ndarray, gt_path: Path, cfg: EvalConfig) -> dict:
+def _depth_section(run_dir: Path, pred: np.ndarray, gt: np.ndarray, gt_path: Path, cfg: EvaluateConfig) -> dict:
     try:
         result, aligned, mask = evaluate_depth(pred, gt, alignment=cfg.alignment, max_distance=cfg.max_distance,
                                                pole_cap_deg=cfg.pole_cap_deg)
@@ -74,7 +74,7 @@ def _depth_section(run_dir: Path, pred: np.ndarray, gt: np.ndarray, gt_path: Pat
     return result
 
 
-def _novel_views(run_dir: Path, field, rgb_in: np.ndarray, centre_dist: np.ndarray, gt_dir: Path, cfg: EvalConfig,
+def _novel_views(run_dir: Path, field, rgb_in: np.ndarray, centre_dist: np.ndarray, gt_dir: Path, cfg: EvaluateConfig,
                  skipped: dict, device: str) -> dict:
     poses, _fps = load_poses_file(gt_dir / "poses.json")
     lpips_fn, why = lpips_scorer(cfg.lpips.net, device) if cfg.lpips.enabled else (None, None)
@@ -116,7 +116,7 @@ def _novel_views(run_dir: Path, field, rgb_in: np.ndarray, centre_dist: np.ndarr
     return novel
 
 
-def evaluate_run(run_dir: Path, *, image_path: Path, gt_path: Path | None, gt_format, cfg: EvalConfig,
+def evaluate_run(run_dir: Path, *, image_path: Path, gt_path: Path | None, gt_format, cfg: EvaluateConfig,
                  device: str = "cpu") -> dict:
     """Metrics of ``run_dir`` (see the module docstring) as one JSON-able dict."""
     run_dir = Path(run_dir)
