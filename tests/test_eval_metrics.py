@@ -1,13 +1,17 @@
-"""WS-PSNR and SSIM against hand-computed values and a reference implementation (scikit-image)."""
+"""WS-PSNR and SSIM against hand-computed values and a reference implementation (scikit-image); LPIPS wiring."""
 
 from __future__ import annotations
 
 import math
+import sys
+import types
 
 import numpy as np
 import pytest
+import torch
 from skimage.metrics import structural_similarity
 
+from immersivedepth.eval.lpips_metric import BACKBONE_FILES, lpips_scorer
 from immersivedepth.eval.metrics import SSIM_RADIUS, psnr, ssim, ssim_map, ws_psnr
 from immersivedepth.eval.novel_view import image_metrics
 
@@ -76,3 +80,32 @@ def test_image_metrics_names_masks_and_clips():
     assert out["psnr_visible"] == pytest.approx(20.0, abs=1e-9)
     assert out["psnr_all"] == pytest.approx(psnr(np.clip(pred, 0, 1), gt), abs=1e-12)
     assert out["psnr_disoccluded"] is None and out["ssim_disoccluded"] is None
+
+
+def test_lpips_needs_local_weights_and_feeds_minus_one_to_one(tmp_path, monkeypatch):
+    """No backbone file: the reason names where to put it (nothing is downloaded). With the file present the scorer
+    gives the lpips model (N,3,H,W) tensors in [-1, 1] (a stand-in model here: the real weights are not available)."""
+    seen = {}
+
+    class FakeLPIPS(torch.nn.Module):
+        def __init__(self, net, verbose):
+            super().__init__()
+            seen["net"] = net
+
+        def forward(self, a, b):
+            seen["shape"], seen["range"] = tuple(a.shape), (float(a.min()), float(a.max()))
+            return (a - b).abs().mean().reshape(1, 1, 1, 1)
+
+    monkeypatch.setitem(sys.modules, "lpips", types.SimpleNamespace(LPIPS=FakeLPIPS))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    scorer, why = lpips_scorer("alex")
+    assert scorer is None
+    assert why == (f"LPIPS (alex) needs the torchvision backbone weights at {tmp_path}/checkpoints/"
+                   f"{BACKBONE_FILES['alex']}; nothing is downloaded: copy the file there (or set TORCH_HOME) to "
+                   "enable evaluate.lpips")
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / BACKBONE_FILES["alex"]).write_bytes(b"weights")
+    scorer, why = lpips_scorer("alex")
+    gt = np.zeros((8, 16, 3))
+    assert why is None and scorer(np.ones((8, 16, 3)), gt) == pytest.approx(2.0)  # 1 -> +1, 0 -> -1
+    assert seen == {"net": "alex", "shape": (1, 3, 8, 16), "range": (1.0, 1.0)}
