@@ -207,6 +207,22 @@ def test_bad_ground_truth_is_one_clear_line(mp3d, tmp_path):
         _eval(data, tmp_path, *ref, "evaluate.gt_format=matterport3d")
 
 
+def test_oracle_model_through_the_pipeline_under_every_alignment(tmp_path):
+    """The exact-disparity oracle on the synthetic room (depth.source=models, metric scale from the reference):
+    the fused distance is within 0.2 % AbsRel of the truth, and no alignment needs to change its scale by > 0.5 %."""
+    truth = make_scene("living_room").render_panorama(64, 128)
+    io.write_image(tmp_path / "room.png", truth["rgb"])
+    np.save(tmp_path / "room_distance.npy", truth["distance"])
+    base = [f"dataset.image_path={tmp_path / 'room.png'}", f"device.base_exp_dir={tmp_path / 'exp'}", "mode=evaluate",
+            "depth.source=models", "depth.models=[oracle]", "depth.tiles.size=64", "depth.progress=false",
+            "evaluate.figures=false"]
+    for alignment in ("none", "median_scale", "lsq_depth", "lsq_disparity"):
+        ctx = runner.run(_cfg(base + [f"evaluate.alignment={alignment}"]))  # the depth stage runs once, then is reused
+        d = json.loads((ctx.run_dir / "eval" / "metrics.json").read_text())["depth"]
+        assert d["alignment"] == alignment and d["abs_rel"] < 2e-3 and d["d1"] > 0.999
+        assert abs(d["fit"].get("scale", 1.0) - 1.0) < 5e-3
+
+
 # --------------------------------------------------------------------------- dataset report
 def test_dataset_report_files(tmp_path):
     m = {"depth": {"alignment": "median_scale", "abs_rel": 0.1, "d1": 0.9},
