@@ -71,7 +71,7 @@ def list_panoramas(image_dir: Path, pattern: str | None) -> list[Path]:
         what = f"{GLOB_KEY}={pattern!r}" if pattern else f"any of {', '.join(PANORAMA_SUFFIXES)}"
         raise InputNotFoundError(f"{IMAGE_DIR_KEY}={image_dir}: no panorama matches {what}; "
                                  "check the folder and the pattern")
-    return sorted(files)
+    return sorted(p.absolute() for p in files)  # absolute: jobs may start elsewhere (submitit, SLURM nodes)
 
 
 def expand_image_dir(argv: Sequence[str]) -> list[str]:
