@@ -14,7 +14,7 @@ reference distance as supervision, on the CPU; then score
 Visibility rule (the mask) and image metrics are ``mode=evaluate``'s own (one owner: ``immersivedepth.eval``): a
 novel-view pixel counts when its ground-truth hit point P, seen from the panorama centre, is the first surface along
 that direction, ``| |P| - D0(P/|P|) | <= rel_tol * |P|`` (``eval/visibility.py``; ``rel_tol`` is
-``evaluate.visibility.rel_tol`` of ``configs/nerf.yaml``, 1 %), with ``D0`` the exact distance cast from the centre
+the default of ``evaluate.visibility.rel_tol``, 1 %), with ``D0`` the exact distance cast from the centre
 (scene ray casting); PSNR / WS-PSNR / SSIM come from ``eval/novel_view.py``.
 
 Two references are computed in the same run on the same mask: the identity baseline (the input panorama shown
@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from immersivedepth import sphere  # noqa: E402
+from immersivedepth.eval.config import EvaluateConfig  # noqa: E402
 from immersivedepth.eval.metrics import depth_metrics  # noqa: E402
 from immersivedepth.eval.novel_view import image_metrics  # noqa: E402
 from immersivedepth.eval.visibility import hit_points, visible_mask  # noqa: E402
@@ -46,7 +47,7 @@ from immersivedepth.scenes.synthetic import make_scene  # noqa: E402
 from immersivedepth.train.trainer import train_field  # noqa: E402
 
 POSES = {"x+0.20": (0.2, 0.0, 0.0), "z-0.20": (0.0, 0.0, -0.2), "x+0.50": (0.5, 0.0, 0.0), "z-0.50": (0.0, 0.0, -0.5)}
-VIS_TOL = float(yaml.safe_load(open(REPO / "configs" / "nerf.yaml"))["evaluate"]["visibility"]["rel_tol"])
+VIS_TOL = EvaluateConfig().visibility.rel_tol  # evaluate.visibility.rel_tol's default: the same rule as mode=evaluate
 
 
 def psnr01(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:

@@ -97,21 +97,29 @@ def test_visibility_rule():
 
 
 # --------------------------------------------------------------------------- config
-@pytest.mark.parametrize(("override", "message"), [
-    ("evaluate.alignment=mean", "evaluate.alignment must be one of none, median_scale, lsq_depth, lsq_disparity, "
-                                "got 'mean'"),
-    ("evaluate.max_distance=0", "evaluate.max_distance must be > 0, got 0.0"),
-    ("evaluate.max_distance=far", "evaluate.max_distance must be a number, got 'far'"),
-    ("evaluate.pole_cap_deg=90", "evaluate.pole_cap_deg must be below 90 (caps of 90.0 degrees at both poles "
-                                "leave no pixel), got 90.0"),
-    ("evaluate.visibility.rel_tol=-0.1", "evaluate.visibility.rel_tol must be >= 0, got -0.1"),
-    ("evaluate.lpips.net=resnet", "evaluate.lpips.net must be one of alex, vgg, squeeze, got 'resnet'"),
-    ("evaluate.gt_distance='{dir}/{name}.exr'", "evaluate.gt_distance '{dir}/{name}.exr' is not a valid template "
-                                               "(unknown field 'name'); use the fields {dir} and {stem}"),
+@pytest.mark.parametrize(("values", "message"), [
+    ({"alignment": "mean"}, "evaluate.alignment must be one of none, median_scale, lsq_depth, lsq_disparity, "
+                            "got 'mean'"),
+    ({"max_distance": 0}, "evaluate.max_distance must be > 0, got 0.0"),
+    ({"max_distance": "far"}, "evaluate.max_distance must be a number, got 'far'"),
+    ({"pole_cap_deg": 90}, "evaluate.pole_cap_deg must be below 90 (caps of 90.0 degrees at both poles leave no "
+                           "pixel), got 90.0"),
+    ({"visibility": {"rel_tol": -0.1}}, "evaluate.visibility.rel_tol must be >= 0, got -0.1"),
+    ({"lpips": {"net": "resnet"}}, "evaluate.lpips.net must be one of alex, vgg, squeeze, got 'resnet'"),
+    ({"gt_distance": "{dir}/{name}.exr"}, "evaluate.gt_distance '{dir}/{name}.exr' is not a valid template "
+                                          "(unknown field 'name'); use the fields {dir} and {stem}"),
 ])
-def test_eval_config_errors_name_the_key(override, message):
+def test_eval_config_errors_name_the_key(values, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
-        eval_config(_cfg([override]).evaluate)
+        eval_config(values)
+
+
+def test_bad_evaluate_key_stops_the_run_before_any_work(tmp_path):
+    cfg = _cfg([f"dataset.image_path={tmp_path / 'none.png'}", f"device.base_exp_dir={tmp_path}", "mode=evaluate",
+                "evaluate.alignment=mean"])
+    with pytest.raises(ConfigError, match=re.escape("evaluate.alignment must be one of none, median_scale")):
+        runner.run(cfg)
+    assert not any(tmp_path.iterdir())
 
 
 def test_eval_config_unknown_key():
@@ -123,7 +131,7 @@ def test_eval_config_defaults_live_in_the_schema():
     c = eval_config(_cfg([]).evaluate)
     assert (c.alignment, c.max_distance, c.pole_cap_deg, c.visibility.rel_tol) == ("median_scale", 10.0, 0.0, 0.01)
     assert c.gt_distance is None and not c.lpips.enabled
-    # configs/nerf.yaml repeats the schema's defaults until the run schema is registered with Hydra: keep them equal
+    # Hydra composes the same defaults from the registered run schema (one place: eval/config.py)
     assert OmegaConf.to_container(_cfg([]).evaluate) == dataclasses.asdict(EvaluateConfig())
 
 
@@ -202,8 +210,8 @@ def test_bad_ground_truth_is_one_clear_line(mp3d, tmp_path):
     np.save(data / "small.npy", gt[::2, ::2])
     with pytest.raises(InputError, match=r"small.npy is 512x256 but the panorama .*living_rgb.png is 1024x512"):
         _eval(data, tmp_path, *ref, "evaluate.gt_distance='{dir}/small.npy'")
-    with pytest.raises(ValueError, match=r"distance format 'matterport3d' expects a 16-bit integer image but "
-                                         r".*living_distance.exr holds float32"):
+    with pytest.raises(InputError, match=r"distance format 'matterport3d' expects a 16-bit integer image but "
+                                         r".*living_distance.exr holds float32.*\(ground truth: evaluate.gt_format"):
         _eval(data, tmp_path, *ref, "evaluate.gt_format=matterport3d")
 
 

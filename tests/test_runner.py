@@ -169,16 +169,15 @@ def test_depth_mode_with_models_uses_the_reference_only_for_scale(tmp_path):
 
 def test_evaluate_mode_scores_depth_and_says_what_it_skipped(tmp_path, small_scene):
     img, dist = small_scene
-    base = [f"dataset.image_path={img}", f"device.base_exp_dir={tmp_path / 'exp'}"]
-    with pytest.raises(runner.RunError, match="distance.npy is missing: run mode=depth"):
-        runner.run(_cfg(base + ["mode=evaluate", "evaluate.run_depth=false"]))
-    runner.run(_cfg(base + ["mode=depth"]))
-    np.save(img.parent / "room_distance.npy", dist * 1.1)  # the "ground truth" now differs by 10 %
-    ctx = runner.run(_cfg(base + ["mode=evaluate", "evaluate.alignment=none", "evaluate.run_depth=false"]))
+    base = [f"dataset.image_path={img}", f"device.base_exp_dir={tmp_path / 'exp'}", "mode=evaluate",
+            "evaluate.gt_distance='{dir}/{stem}_gt.npy'"]
+    np.save(img.parent / "room_gt.npy", dist * 1.1)  # the ground truth differs from the reference by 10 %
+    ctx = runner.run(_cfg(base + ["evaluate.alignment=none"]))  # runs the depth stage first
     res = json.loads((ctx.run_dir / "eval" / "metrics.json").read_text())
     assert res["depth"]["alignment"] == "none"
     assert res["depth"]["abs_rel"] == pytest.approx(1 - 1 / 1.1, rel=1e-5)
-    ctx = runner.run(_cfg(base + ["mode=evaluate", "evaluate.run_depth=false"]))  # default: median scale
+    ctx = runner.run(_cfg(base))  # default: median scale; the depth stage is reused
+    assert ctx.record["stages"]["depth"] == json.loads((ctx.run_dir / "run.json").read_text())["stages"]["depth"]
     res = json.loads((ctx.run_dir / "eval" / "metrics.json").read_text())
     assert res["depth"]["abs_rel"] == pytest.approx(0.0, abs=1e-6)
     assert res["depth"]["fit"]["scale"] == pytest.approx(1.1, rel=1e-5)

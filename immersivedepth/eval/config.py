@@ -1,8 +1,8 @@
 """Typed schema of the ``evaluate:`` keys: type, default and meaning of each in one place.
 
+It is the ``evaluate`` section of the run's schema (``stages/config.py`` RunConfig, registered with Hydra);
 :func:`eval_config` builds it from the run's ``evaluate`` node with :func:`immersivedepth.config.from_mapping`, so a
-wrong key or value fails with the dotted key's name before any work starts. (Until the run's own keys get their
-Hydra schema, ``configs/nerf.yaml`` repeats these defaults; ``tests/test_eval_dataset.py`` keeps the two equal.)
+wrong key or value fails with the dotted key's name before any work starts.
 """
 
 from __future__ import annotations
@@ -49,7 +49,6 @@ class EvaluateConfig:
     alignment: str = "median_scale"  # none | median_scale | lsq_depth | lsq_disparity -- named in every output
     max_distance: float = 10.0  # metres; GT beyond it is not scored (FACTS.md evaluation convention)
     pole_cap_deg: float = 0.0  # ignore pixels within this many degrees of either pole (0: the whole sphere)
-    run_depth: bool = True  # run the depth stage first (reused when its inputs are unchanged)
     figures: bool = True  # eval/depth_error.png and eval/novel_<pose>.png
     # novel views: folder with poses.json + gt/<pose>.png + gt/<pose>_distance.npy; null: the image's folder
     gt_dir: str | None = None

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from immersivedepth import io
-from immersivedepth.errors import InputError, InputNotFoundError, RunError
+from immersivedepth.errors import ImmersiveDepthError, InputError, InputNotFoundError, RunError, one_line
 from immersivedepth.eval.config import EvaluateConfig
 from immersivedepth.eval.depth_eval import evaluate_depth
 from immersivedepth.eval.figures import depth_error_figure, novel_view_figure
@@ -57,6 +57,15 @@ def gt_distance_path(image_path: Path, cfg: EvaluateConfig, reference: Path | No
         raise InputNotFoundError(f"ground-truth distance {path} of {image_path} does not exist "
                                  f"(evaluate.gt_distance={cfg.gt_distance!r}); add it or fix the template")
     return path
+
+
+def _read_gt(path: Path, gt_format) -> np.ndarray:
+    try:
+        return io.read_distance(path, gt_format)
+    except ImmersiveDepthError:
+        raise
+    except ValueError as exc:  # io's readers report a bad encoding as ValueError: make it this run's one-line error
+        raise InputError(f"{one_line(exc)} (ground truth: evaluate.gt_format, else dataset.distance_format)") from exc
 
 
 def _depth_section(run_dir: Path, pred: np.ndarray, gt: np.ndarray, gt_path: Path, cfg: EvaluateConfig) -> dict:
@@ -120,6 +129,10 @@ def evaluate_run(run_dir: Path, *, image_path: Path, gt_path: Path | None, gt_fo
                  device: str = "cpu") -> dict:
     """Metrics of ``run_dir`` (see the module docstring) as one JSON-able dict."""
     run_dir = Path(run_dir)
+    gt_dir = Path(cfg.gt_dir) if cfg.gt_dir is not None else Path(image_path).parent
+    if not gt_dir.is_dir():  # checked before any work: a typo here must not cost a render
+        raise InputNotFoundError(f"evaluate.gt_dir: {gt_dir} is not a folder; give the folder with poses.json and "
+                                 "gt/<pose>.png (or leave it unset to use the panorama's folder)")
     results: dict = {
         "image": str(image_path),
         "conventions": {"alignment": cfg.alignment, "max_distance_m": cfg.max_distance,
@@ -131,7 +144,7 @@ def evaluate_run(run_dir: Path, *, image_path: Path, gt_path: Path | None, gt_fo
     if not dist_path.is_file():
         raise RunError(f"{dist_path} is missing: run mode=depth (or mode=all) on this run first")
     pred = np.load(dist_path)
-    gt = io.read_distance(gt_path, gt_format) if gt_path is not None else None
+    gt = _read_gt(gt_path, gt_format) if gt_path is not None else None
     if gt is None:
         results["skipped"]["depth"] = "no ground-truth distance (evaluate.gt_distance, dataset.distance_path or " \
                                       "<stem>_distance.* beside the image)"
@@ -152,7 +165,6 @@ def evaluate_run(run_dir: Path, *, image_path: Path, gt_path: Path | None, gt_fo
     view = render_pose(field, CameraPose(position=np.zeros(3), width=w, height=h, name="centre"), device=device)
     results["training_view"] = {**image_metrics(view["rgb"], rgb_in, {"all": None}),
                                 "distance": depth_metrics(view["distance"], centre_dist, max_depth=cfg.max_distance)}
-    gt_dir = Path(cfg.gt_dir) if cfg.gt_dir is not None else Path(image_path).parent
     if not (gt_dir / "poses.json").is_file():
         results["skipped"]["novel_views"] = f"no {gt_dir / 'poses.json'} with ground-truth poses"
         return results

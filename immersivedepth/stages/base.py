@@ -118,6 +118,8 @@ class Stage:
     #: ``mode=<name>`` runs this stage alone on an existing run (its inputs must exist) instead of the pipeline
     #: up to it
     standalone: ClassVar[bool] = False
+    #: pipeline stages a standalone ``mode=<name>`` runs first (each reused when its fingerprint is unchanged)
+    requires: ClassVar[tuple[str, ...]] = ()
     #: ``mode=<name>`` re-runs the stage even when its fingerprint is unchanged
     rerun_when_requested: ClassVar[bool] = False
 

@@ -7,6 +7,7 @@ from dataclasses import field as dataclass_field
 from typing import Any
 
 from immersivedepth.config import positive
+from immersivedepth.eval.config import EvaluateConfig  # the evaluate keys belong to eval/ (one owner)
 
 __all__ = ["DatasetConfig", "DeviceConfig", "EvaluateConfig", "RunConfig"]
 
@@ -19,6 +20,9 @@ class DatasetConfig:
     distance_format: Any = "auto"
     scene_name: str | None = None  # default: the image's file stem (its folder's name if the stem is "image")
     allow_resample: bool = False  # resample a panorama that is not 2:1 instead of refusing it
+    # a folder of panoramas: perf_runner.py expands it into a sweep over image_path (stages/sweep.py)
+    image_dir: str | None = None
+    glob: str | None = None  # which files of image_dir (e.g. '*.jpg'); null: every .png/.jpg/.jpeg/.tif/.tiff/.exr
 
 
 @dataclass
@@ -30,16 +34,6 @@ class DeviceConfig:
     def __post_init__(self):
         if self.num_threads is not None:
             positive(self.num_threads, "device.num_threads")
-
-
-@dataclass
-class EvaluateConfig:
-    # folder with poses.json and gt/<pose>.png + gt/<pose>_distance.npy; null: the image's folder
-    gt_dir: str | None = None
-    max_distance: float = 10.0  # metres; FACTS.md evaluation convention
-
-    def __post_init__(self):
-        positive(self.max_distance, "evaluate.max_distance")
 
 
 @dataclass

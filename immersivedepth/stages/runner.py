@@ -82,7 +82,7 @@ def stages_for_mode(mode: str) -> list[Stage]:
         return pipeline()
     target = next(s for s in all_stages() if s.name == mode)
     if target.standalone:
-        return [target]
+        return [s for s in pipeline() if s.name in target.requires] + [target]
     return [s for s in pipeline() if s.order <= target.order]
 
 

@@ -22,8 +22,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from immersivedepth import io, runner
+from immersivedepth import io
 from immersivedepth.errors import ConfigError, ImmersiveDepthError, InputNotFoundError, one_line
+from immersivedepth.stages.runner import run, scene_name_for
 
 LOG = logging.getLogger("immersivedepth.sweep")
 
@@ -35,8 +36,9 @@ MULTIRUN_FLAGS = ("-m", "--multirun")
 PANORAMA_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".exr")
 DISTANCE_STEM_SUFFIX = "_distance"  # <stem>_distance.* beside an image is its reference distance, not a panorama
 STATUS_FILE = "status.json"
-# Errors a user can fix (bad file, bad key): recorded as the job's one-line error, as runner.main prints them.
-USER_ERRORS = (ImmersiveDepthError, FileNotFoundError, ValueError, NotImplementedError)
+# Errors a user can fix (bad file, bad key): recorded as the job's one-line error. The builtin types are here because
+# some readers in io.py still raise them for bad files (e.g. a distance preset that does not match the encoding).
+USER_ERRORS = (ImmersiveDepthError, FileNotFoundError, ValueError)
 
 
 # --------------------------------------------------------------------------- folder form -> sweep override
@@ -122,7 +124,7 @@ def threads_per_job(launcher: Mapping[str, Any], cpu_count: int) -> int | None:
 def _expected_run_dir(cfg: DictConfig) -> Path | None:
     if cfg.dataset.image_path in (None, ""):
         return None
-    scene = runner.scene_name_for(Path(str(cfg.dataset.image_path)).expanduser(), cfg.dataset.scene_name)
+    scene = scene_name_for(Path(str(cfg.dataset.image_path)).expanduser(), cfg.dataset.scene_name)
     return Path(str(cfg.device.base_exp_dir)).expanduser() / scene / str(cfg.exp_name)
 
 
@@ -168,7 +170,7 @@ def run_sweep_job(cfg: DictConfig, status_dir: Path, launcher: Mapping[str, Any]
     before = _stage_records(run_dir)
     t0 = time.perf_counter()
     try:
-        ctx = runner.run(cfg)
+        ctx = run(cfg)
     except KeyboardInterrupt:
         status.update(status="failed", error="interrupted")
         write_status(status_path, status)
