@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 
 from immersivedepth import io
 from immersivedepth.errors import ConfigError, InputNotFoundError
+from immersivedepth.stages.summary import NOT_FINISHED, write_summary
 from immersivedepth.stages.sweep import expand_image_dir, list_panoramas, threads_per_job
 
 REPO = Path(__file__).resolve().parents[1]
@@ -189,3 +190,35 @@ def test_documented_slurm_overrides_compose():
         ("gpu", 1, 120, 32)
     assert threads_per_job(launcher, 64) == 8
     assert cfg.hydra.callbacks.sweep_summary._target_ == "immersivedepth.stages.summary.SweepSummary"
+
+
+def test_summary_rows_from_statuses_run_records_and_metrics(tmp_path):
+    """summary.csv/md from job statuses: times and metrics come from each run's run.json and eval/metrics.json; a job
+    killed from outside (status still 'running') is a failure that says so."""
+    run_dir = tmp_path / "exp" / "a" / "default"
+    (run_dir / "eval").mkdir(parents=True)
+    (run_dir / "run.json").write_text(json.dumps({"stages": {
+        "depth": {"status": "done", "seconds": 1.5},
+        "train": {"status": "done", "seconds": 40.0, "summary": {"wall_time": 38.0, "psnr": 31.2, "abs_rel": 0.02}}}}))
+    (run_dir / "eval" / "metrics.json").write_text(json.dumps({
+        "depth": {"alignment": "lsq_disparity", "abs_rel": 0.125, "d1": 0.875},
+        "novel_views": {"p0": {"ws_psnr_visible": 20.0}, "p1": {"ws_psnr_visible": 24.0}}}))
+    sweep = tmp_path / "exp" / "sweep"
+    statuses = [
+        {"panorama": "a.png", "mode": "evaluate", "job": {"num": 0}, "status": "done", "error": "", "seconds": 50.0,
+         "run_dir": str(run_dir), "stages_run": ["evaluate"], "stages_reused": ["depth"]},
+        {"panorama": "b.png", "mode": "evaluate", "job": {"num": 1}, "status": "running", "error": ""},
+    ]
+    for s in statuses:
+        (sweep / str(s["job"]["num"])).mkdir(parents=True)
+        (sweep / str(s["job"]["num"]) / "status.json").write_text(json.dumps(s))
+    assert write_summary(sweep, tmp_path / "exp") == {"total": 2, "done": 1, "failed": 1}
+    rows = _summary(tmp_path / "exp")
+    a = rows["a.png"]
+    assert (a["depth_s"], a["train_s"], a["train_psnr"], a["train_abs_rel"]) == ("1.5", "38.0", "31.2", "0.02")
+    assert (a["eval_alignment"], a["eval_abs_rel"], a["eval_d1"], a["eval_ws_psnr_visible"]) == \
+        ("lsq_disparity", "0.125", "0.875", "22.0")
+    assert (a["stages_run"], a["stages_reused"]) == ("evaluate", "depth")
+    assert rows["b.png"]["status"] == "failed" and rows["b.png"]["error"] == NOT_FINISHED
+    report = json.loads((tmp_path / "exp" / "evaluation.json").read_text())
+    assert report["mean"]["depth_abs_rel"] == 0.125 and report["mean"]["novel_ws_psnr_visible"] == 22.0
