@@ -266,3 +266,10 @@ def test_python_warnings_reach_the_console_and_the_run_log(tmp_path, small_scene
     assert "alpha channel" in proc.stderr
     log = (tmp_path / "alpha" / "default" / "log.txt").read_text()
     assert "WARNING py.warnings" in log and "alpha channel" in log
+
+
+def test_preflight_defaults_to_the_entry_points_config():
+    from immersivedepth.stages.cli import preflight
+
+    assert preflight(["mode=depth", "field=fast"], REPO / "configs") is None
+    assert preflight(["field.optim.stepz=1"], REPO / "configs").startswith("unknown key field.optim.stepz")

@@ -53,17 +53,17 @@ def _message(exc: BaseException, config_dir: Path, config_name: str) -> str:
     return f"{first} (check the overrides on the command line; quote values with spaces, '=' or brackets)"
 
 
-def preflight(argv: Sequence[str], config_dir: Path) -> str | None:
+def preflight(argv: Sequence[str], config_dir: Path, default_config: str = "nerf") -> str | None:
     """Compose the config the way Hydra will for ``argv``; the one-line error if that fails, else None.
 
     Sweeps (``-m``/``--multirun``) and Hydra's informational flags (``--help``, ``--cfg``, ``--info``...) are left to
-    Hydra.
+    Hydra. ``default_config`` is the entry point's config name when ``--config-name`` is not given.
     """
     args = list(argv)
     if any(a in ("-m", "--multirun") or a.startswith(("--help", "-h", "--hydra-help", "--info", "--cfg", "-c",
                                                         "--shell-completion", "-sc", "--version")) for a in args):
         return None
-    config_name, overrides, i = "config", [], 0
+    config_name, overrides, i = default_config, [], 0
     while i < len(args):
         a = args[i]
         if a in ("--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd"):
