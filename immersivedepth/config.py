@@ -107,6 +107,20 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     return value
 
 
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None if f.default is dataclasses.MISSING else f.default
+
+
+def _deep_merge(base: dict, over: Mapping) -> dict:
+    """``over`` on top of ``base``, recursively for nested mappings (lists and scalars replace)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def from_mapping(cls: type[T], data: Mapping | None, where: str) -> T:
     """Build the dataclass ``cls`` from ``data`` (dict, OmegaConf node, an instance of ``cls``, None: all defaults).
 
@@ -127,7 +141,16 @@ def from_mapping(cls: type[T], data: Mapping | None, where: str) -> T:
         key = unknown[0]
         raise ConfigError(f"unknown key {where}.{key}; valid keys under {where}: {', '.join(sorted(fields))}")
     hints = typing.get_type_hints(cls)
-    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    kwargs = {}
+    for k, v in data.items():
+        hint, _ = _strip_optional(hints[k])
+        if dataclasses.is_dataclass(hint) and isinstance(v, Mapping):
+            # a partial section overrides the *field's* default (which may differ from the section class's own
+            # defaults, e.g. the colour grid's finer resolution), not the class defaults
+            default = _field_default(fields[k])
+            if dataclasses.is_dataclass(default) and not isinstance(default, type):
+                v = _deep_merge(dataclasses.asdict(default), v)
+        kwargs[k] = _coerce(v, hints[k], f"{where}.{k}")
     try:
         return cls(**kwargs)
     except ConfigError:
