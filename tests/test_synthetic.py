@@ -487,8 +487,10 @@ def test_cluttered_room_disoccludes_enough(repo_root):
     scene = make_scene("cluttered_room")
     for o in scene.objects:
         desc = o.describe()
-        c = desc.get("center_xz") or (desc["center"][::2] if "center" in desc
-                                      else ((desc["min"][0] + desc["max"][0]) / 2, (desc["min"][2] + desc["max"][2]) / 2))
+        if "center_xz" in desc or "center" in desc:
+            c = desc.get("center_xz") or desc["center"][::2]
+        else:
+            c = ((desc["min"][0] + desc["max"][0]) / 2, (desc["min"][2] + desc["max"][2]) / 2)
         assert 0.7 <= float(np.hypot(*c)) <= 1.6, o.name
     assert scene.render_panorama(64, 128)["distance"].min() >= 0.7 * 0.95  # nearest surface seen ~0.7 m away
     example = repo_root / "example_data" / "cluttered_room"
