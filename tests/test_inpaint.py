@@ -104,6 +104,21 @@ def test_harmonic_fill_refuses_a_hole_without_sources():
         harmonic_fill(np.zeros((H, W)), mask, np.zeros((H, W), bool))
 
 
+def test_holes_without_sources_take_the_orphan_value():
+    mask = np.zeros((H, W), bool)
+    mask[10:12, 10:12] = True
+    out = harmonic_fill(np.zeros((H, W)), mask, np.zeros((H, W), bool), orphan_value=0.25)
+    assert np.all(out[mask] == 0.25)
+    # a hole bordered only by invalid distances still gets a colour: the mean of what is known
+    rgb, _, _ = occluder_scene(slice(40, 60), slice(60, 72))
+    dist = np.zeros((H, W))
+    full = np.zeros((H, W), bool)
+    full[:, :] = True
+    full[0, 0] = False
+    out = HarmonicInpainter()(rgb, full, dist)
+    np.testing.assert_allclose(out[full], np.broadcast_to(rgb[0, 0], (full.sum(), 3)), atol=1e-6)
+
+
 # --------------------------------------------------------------------------- inpainters
 @pytest.mark.parametrize("inpainter", INPAINTERS, ids=lambda x: f"{type(x).__name__}-{getattr(x, 'flag', '')}")
 @pytest.mark.parametrize("layout", ["middle", "seam"])

@@ -41,7 +41,8 @@ class LaplaceDistanceCompletion:
         sides = hole_sides(mask, distance, depth_ratio=self.depth_ratio)
         known = ~mask & np.isfinite(distance) & (distance > 0)
         logd = np.log(np.where(known, distance, 1.0))
-        filled = np.exp(harmonic_fill(logd, mask, sides.source))
+        orphan = float(np.median(logd[known])) if known.any() else 0.0
+        filled = np.exp(harmonic_fill(logd, mask, sides.source, orphan_value=orphan))
         return np.where(mask, filled, distance).astype(np.float32)
 
 
@@ -87,6 +88,6 @@ class DepthModelCompletion:
         scale = float(np.median(np.log(distance[known]) - log_est[known]))  # one global scale on log-distance
         resid = np.zeros(mask.shape)
         resid[known] = np.log(distance[known]) - log_est[known] - scale
-        corr = harmonic_fill(resid, mask, sides.source & known)
+        corr = harmonic_fill(resid, mask, sides.source & known, orphan_value=0.0)
         filled = np.exp(log_est + scale + corr)
         return np.where(mask, filled, distance).astype(np.float32)

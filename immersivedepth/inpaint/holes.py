@@ -139,5 +139,9 @@ def hole_sides(mask: np.ndarray, distance: np.ndarray, *, depth_ratio: float) ->
             if v.size >= 2 and v.max() - v.min() > np.log(depth_ratio):
                 threshold[k] = float(np.exp(_otsu(v)))
         source = ring & (d >= threshold[ring_label])
+        # a hole whose whole valid ring counts as near (or which has no far side) takes its ring as it is
+        fed = np.zeros(count + 1, bool)
+        fed[ring_label[source]] = True
+        source |= ring & ~fed[ring_label]
     return HoleSides(labels=labels, count=count, ring=ring, source=source, threshold=threshold,
                      ring_label=ring_label)

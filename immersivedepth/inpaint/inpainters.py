@@ -30,7 +30,7 @@ from immersivedepth import sphere
 from immersivedepth.inpaint.holes import hole_sides, neighbour_index
 from immersivedepth.inpaint.laplace import harmonic_fill
 
-__all__ = ["HarmonicInpainter", "TeleaInpainter", "MirrorInpainter", "check_inputs"]
+__all__ = ["HarmonicInpainter", "TeleaInpainter", "MirrorInpainter", "check_inputs", "known_mean"]
 
 _U16 = 65535.0  # full scale of the 16-bit channels handed to OpenCV
 
@@ -46,6 +46,13 @@ def check_inputs(rgb: np.ndarray, mask: np.ndarray, distance: np.ndarray) -> tup
     return rgb, mask, distance
 
 
+def known_mean(values: np.ndarray, mask: np.ndarray):
+    """Mean of ``values`` ``(H, W[, C])`` outside ``mask`` (a hole bordered by nothing usable takes it; 0.5 grey if
+    nothing is known, the middle of the [0, 1] colour range)."""
+    known = ~np.asarray(mask, bool)
+    return values[known].mean(axis=0) if known.any() else np.full(values.shape[2:], 0.5)
+
+
 class HarmonicInpainter:
     """Laplace-Beltrami fill from each hole's far side (``depth_ratio``: see :func:`holes.hole_sides`)."""
 
@@ -57,7 +64,8 @@ class HarmonicInpainter:
         if not mask.any():
             return rgb.astype(np.float32)
         sides = hole_sides(mask, distance, depth_ratio=self.depth_ratio)
-        return np.clip(harmonic_fill(rgb, mask, sides.source), 0.0, 1.0).astype(np.float32)
+        return np.clip(harmonic_fill(rgb, mask, sides.source, orphan_value=known_mean(rgb, mask)), 0.0,
+                       1.0).astype(np.float32)
 
 
 class TeleaInpainter:
@@ -86,7 +94,8 @@ class TeleaInpainter:
         near = near_side(sides, distance, band=band)
         # the ring of (hole + band) lies within band + 1 of the hole: classify it with the same per-hole threshold
         known_far = ~mask & ~near_side(sides, distance, band=band + 2) & np.isfinite(distance) & (distance > 0)
-        prepared = harmonic_fill(rgb, mask | near, known_far & _ring_of(mask | near))
+        prepared = harmonic_fill(rgb, mask | near, known_far & _ring_of(mask | near),
+                                 orphan_value=known_mean(rgb, mask))
         p = self.pad
         # 16-bit channels: OpenCV 5's float32 Telea oscillates (+-1) on flat regions; 8-bit would quantise colours
         img = np.round(np.clip(sphere.erp_pad(prepared, p), 0.0, 1.0) * _U16).astype(np.uint16)
@@ -140,7 +149,7 @@ class MirrorInpainter:
         if not mask.any():
             return rgb.astype(np.float32)
         sides = hole_sides(mask, distance, depth_ratio=self.depth_ratio)
-        base = harmonic_fill(rgb, mask, sides.source)
+        base = harmonic_fill(rgb, mask, sides.source, orphan_value=known_mean(rgb, mask))
         p = self.pad
         h, w = mask.shape
         src_p = sphere.erp_pad(sides.source, p)

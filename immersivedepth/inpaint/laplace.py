@@ -27,15 +27,16 @@ __all__ = ["sphere_link_weights", "harmonic_fill"]
 def sphere_link_weights(height: int, width: int) -> np.ndarray:
     """Weights ``(4, H, W)`` of the up/down/left/right links of :func:`holes.neighbour_index` (see module doc).
 
-    The links across a pole get the weight of the pole edge, ``cos(90 deg) = 0``: the pole is a point, nothing
-    flows through it; neighbours across it are reached around the ring.
+    The pole is a point, so the links across it (row 0 to row 0 half a turn away) would weigh ``cos(90 deg) = 0``;
+    they get the small weight ``cos`` of the first row's latitude instead, which keeps every hole that is connected
+    across the pole one system (its values flow mostly around the ring, as on the sphere).
     """
     lat_edges = math.pi / 2.0 - np.arange(height + 1) / height * math.pi  # row i spans edges i..i+1
     lat_rows = 0.5 * (lat_edges[:-1] + lat_edges[1:])
     up = np.cos(lat_edges[:-1])
     down = np.cos(lat_edges[1:])
-    up[0] = 0.0
-    down[-1] = 0.0
+    up[0] = np.cos(lat_rows[0])
+    down[-1] = np.cos(lat_rows[-1])
     side = 1.0 / np.cos(lat_rows)
     w = np.empty((4, height, width))
     w[0] = np.clip(up, 0.0, None)[:, None]
@@ -45,12 +46,13 @@ def sphere_link_weights(height: int, width: int) -> np.ndarray:
     return w
 
 
-def harmonic_fill(values: np.ndarray, mask: np.ndarray, source: np.ndarray) -> np.ndarray:
+def harmonic_fill(values: np.ndarray, mask: np.ndarray, source: np.ndarray, *, orphan_value=None) -> np.ndarray:
     """Fill ``mask`` pixels of ``values`` ``(H, W)`` or ``(H, W, C)`` harmonically from ``source`` pixels.
 
     ``mask`` ``(H, W)`` bool True = unknown; ``source`` ``(H, W)`` bool known pixels used as boundary values (others
     are zero-flux). Returns a float64 copy with the hole pixels replaced; pixels outside ``mask`` are unchanged.
-    Raises ``ValueError`` when a hole touches no source pixel (its values would be undetermined).
+    A hole that touches no source pixel has undetermined values: it takes ``orphan_value`` (a scalar or ``(C,)``)
+    when given, else ``ValueError`` is raised.
     """
     vals = np.asarray(values, np.float64)
     m = np.asarray(mask, bool)
@@ -89,9 +91,15 @@ def harmonic_fill(values: np.ndarray, mask: np.ndarray, source: np.ndarray) -> n
     fed[lab[has_source]] = True
     if not fed[1:].all():
         starving = int(np.flatnonzero(~fed[1:])[0]) + 1
-        v, u = divmod(int(idx[np.flatnonzero(lab == starving)[0]]), w)
-        raise ValueError(f"harmonic_fill: a hole (first pixel row {v}, column {u}) touches no source pixel; its "
-                         "values are undetermined")
+        if orphan_value is None:
+            v, u = divmod(int(idx[np.flatnonzero(lab == starving)[0]]), w)
+            raise ValueError(f"harmonic_fill: a hole (first pixel row {v}, column {u}) touches no source pixel; its "
+                             "values are undetermined")
+        # orphans become known pixels of the given value; the remaining holes are solved as usual
+        orphan = ~fed[labels] & m
+        filled = vals.copy()
+        filled[orphan] = orphan_value
+        return harmonic_fill(filled, m & ~orphan, src)
     a = sparse.csc_matrix((np.concatenate([diag, *data]),
                            (np.concatenate([np.arange(n), *rows]), np.concatenate([np.arange(n), *cols]))),
                           shape=(n, n))
