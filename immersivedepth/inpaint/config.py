@@ -13,7 +13,8 @@ from typing import Any
 
 from immersivedepth.config import non_negative, positive, require
 
-__all__ = ["InpaintConfig", "AnchorConfig", "VisibilityConfig", "ConflictConfig", "DiffusionConfig",
+__all__ = ["InpaintConfig", "DEFAULT_INPAINTER", "DEFAULT_COMPLETION", "AnchorConfig", "VisibilityConfig",
+           "ConflictConfig", "DiffusionConfig",
            "InpaintTrainConfig"]
 
 
@@ -129,12 +130,9 @@ class InpaintTrainConfig:
         non_negative(self.warmup_steps, "inpaint.train.warmup_steps")
 
 
-def _harmonic() -> dict[str, Any]:
-    return {"_target_": "immersivedepth.inpaint.inpainters.HarmonicInpainter", "depth_ratio": 1.15}
-
-
-def _laplace() -> dict[str, Any]:
-    return {"_target_": "immersivedepth.inpaint.completion.LaplaceDistanceCompletion", "depth_ratio": 1.15}
+#: what ``inpaint.inpainter: null`` / ``inpaint.completion: null`` build (the weight-free defaults, their own defaults)
+DEFAULT_INPAINTER = {"_target_": "immersivedepth.inpaint.inpainters.HarmonicInpainter"}
+DEFAULT_COMPLETION = {"_target_": "immersivedepth.inpaint.completion.LaplaceDistanceCompletion"}
 
 
 @dataclass
@@ -142,8 +140,9 @@ class InpaintConfig:
     """``inpaint``: filling what the panorama never saw (mode=inpaint, between train and render_dense).
 
     ``inpainter`` / ``completion``: anything Hydra can instantiate (``_target_`` + keyword arguments) and call as
-    ``f(rgb (H,W,3), mask (H,W), distance (H,W))`` -> rgb / distance. ``depth_ratio``: a hole's border spanning
-    more than this distance ratio has a near (occluder) side that is never used.
+    ``f(rgb (H,W,3), mask (H,W), distance (H,W))`` -> rgb / distance, e.g.
+    ``'inpaint.inpainter={_target_:immersivedepth.inpaint.inpainters.MirrorInpainter,depth_ratio:1.2}'``;
+    null: :data:`DEFAULT_INPAINTER` / :data:`DEFAULT_COMPLETION` with their own defaults.
     """
 
     enabled: bool = True  # false (inpaint=none): no stage, exactly the behaviour without it
@@ -151,8 +150,8 @@ class InpaintConfig:
     anchors: AnchorConfig = dataclass_field(default_factory=AnchorConfig)
     visibility: VisibilityConfig = dataclass_field(default_factory=VisibilityConfig)
     conflict: ConflictConfig = dataclass_field(default_factory=ConflictConfig)
-    inpainter: dict[str, Any] = dataclass_field(default_factory=_harmonic)
-    completion: dict[str, Any] = dataclass_field(default_factory=_laplace)
+    inpainter: Any = None  # null: HarmonicInpainter (Laplace-Beltrami fill from the far side; chosen by the benchmark)
+    completion: Any = None  # null: LaplaceDistanceCompletion (harmonic log-distance from the far side)
     # a local diffusers Stable-Diffusion inpainting folder: replaces `inpainter` by the tile inpainter
     # (immersivedepth.inpaint.diffusion; pip install -r requirements-inpaint.txt)
     model_dir: str | None = None
@@ -163,5 +162,6 @@ class InpaintConfig:
         require(self.width >= 8 and self.width % 2 == 0, "inpaint.width", f"must be an even number >= 8, got "
                 f"{self.width}")
         for key in ("inpainter", "completion"):
-            require("_target_" in getattr(self, key), f"inpaint.{key}",
-                    "needs a _target_ (e.g. immersivedepth.inpaint.inpainters.HarmonicInpainter)")
+            spec = getattr(self, key)
+            require(spec is None or (isinstance(spec, dict) and "_target_" in spec), f"inpaint.{key}",
+                    f"must be null or a mapping with a _target_ (e.g. {DEFAULT_INPAINTER['_target_']}), got {spec!r}")

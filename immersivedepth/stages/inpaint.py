@@ -49,7 +49,7 @@ from immersivedepth.inpaint.anchors import (
     path_candidates,
     ring_candidates,
 )
-from immersivedepth.inpaint.config import InpaintConfig
+from immersivedepth.inpaint.config import DEFAULT_COMPLETION, DEFAULT_INPAINTER, InpaintConfig
 from immersivedepth.inpaint.diffusion import TileDiffusionInpainter
 from immersivedepth.inpaint.validate import check_distance_output, check_rgb_output
 from immersivedepth.inpaint.visibility import View, conflict_mask, unseen_mask
@@ -57,12 +57,16 @@ from immersivedepth.render.config import RenderConfig
 from immersivedepth.render.frames import render_pose
 from immersivedepth.render.paths import FreeSpace
 from immersivedepth.render.poses import CameraPose
+from immersivedepth.stages.base import RunContext, Stage
+from immersivedepth.stages.base import fingerprint as stage_fingerprint
+from immersivedepth.stages.train import TrainStage, load_depth_outputs
 from immersivedepth.train.checkpoint import field_from_checkpoint, link_checkpoint, load_checkpoint
 from immersivedepth.train.config import resolve_config
 from immersivedepth.train.supervision import PosedPanorama
 from immersivedepth.train.trainer import Trainer
 
-__all__ = ["run_inpaint", "choose_anchors", "fill_anchor", "continue_training", "build_inpainter", "build_completion",
+__all__ = ["InpaintStage", "STAGE", "run_inpaint", "choose_anchors", "fill_anchor", "continue_training",
+           "build_inpainter", "build_completion",
            "sphere_dilate", "STATE_FILE"]
 
 LOG = logging.getLogger("immersivedepth.inpaint")
@@ -89,12 +93,14 @@ def build_inpainter(cfg: InpaintConfig, device: str = "cpu") -> tuple[Callable, 
         return (TileDiffusionInpainter(cfg.model_dir, prompt=d.prompt, negative_prompt=d.negative_prompt,
                                        steps=d.steps, guidance_scale=d.guidance_scale, tile_size=d.tile_size,
                                        seed=d.seed, device=device), "TileDiffusionInpainter")
-    return _instantiate(dict(cfg.inpainter), "inpainter"), str(cfg.inpainter["_target_"])
+    spec = dict(cfg.inpainter or DEFAULT_INPAINTER)
+    return _instantiate(spec, "inpainter"), str(spec["_target_"])
 
 
 def build_completion(cfg: InpaintConfig) -> tuple[Callable, str]:
     """The distance completer of ``inpaint.completion`` and its name."""
-    return _instantiate(dict(cfg.completion), "completion"), str(cfg.completion["_target_"])
+    spec = dict(cfg.completion or DEFAULT_COMPLETION)
+    return _instantiate(spec, "completion"), str(spec["_target_"])
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -326,3 +332,42 @@ def run_inpaint(run_dir, cfg, *, field_cfg, render_cfg, rgb: np.ndarray, distanc
     return {"anchors": sum(not r["skipped"] for r in state["done"]), "checkpoint": str(final),
             "unseen_fraction": [r["unseen_fraction"] for r in state["done"]],
             "seconds_per_anchor": [r["seconds"] for r in state["done"]], "seconds": state["seconds"]}
+
+
+# --------------------------------------------------------------------------- the stage
+class InpaintStage(Stage):
+    """``mode=inpaint`` (module docstring); ``inpaint=none`` switches it off (the run behaves as without it)."""
+
+    name = "inpaint"
+    order = 30
+    config_group = "inpaint"
+    config_schema = InpaintConfig
+
+    def settings(self, ctx: RunContext) -> InpaintConfig:
+        return from_mapping(InpaintConfig, ctx.group("inpaint"), "inpaint")
+
+    def enabled(self, ctx: RunContext) -> bool:
+        return self.settings(ctx).enabled
+
+    def fingerprint(self, ctx: RunContext, upstream: str | None) -> str:
+        # the render paths decide the anchor candidates; the field config decides the continued training
+        paths = (ctx.group("render") or {}).get("paths")
+        return stage_fingerprint("inpaint", upstream, ctx.group("inpaint"), paths, ctx.group("field"),
+                                 int(ctx.cfg.seed))
+
+    def outputs(self, ctx: RunContext) -> list[Path]:
+        return [self.field_checkpoint(ctx), ctx.run_dir / "inpaint" / STATE_FILE]
+
+    def field_checkpoint(self, ctx: RunContext) -> Path:
+        return ctx.run_dir / "inpaint" / "checkpoints" / "last.pt"
+
+    def run(self, ctx: RunContext) -> dict:
+        rgb, distance = load_depth_outputs(ctx)
+        fp = ctx.stage_record(self.name).get("fingerprint") or "unrecorded"
+        return run_inpaint(ctx.run_dir, ctx.group("inpaint"), field_cfg=ctx.group("field"),
+                           render_cfg=ctx.group("render"), rgb=rgb, distance=distance,
+                           checkpoint=TrainStage().field_checkpoint(ctx), fingerprint=fp, device=ctx.device,
+                           seed=int(ctx.cfg.seed), resume=bool(ctx.cfg.is_continue))
+
+
+STAGE = InpaintStage()
