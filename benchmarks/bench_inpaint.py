@@ -43,7 +43,7 @@ from immersivedepth.eval.metrics import psnr  # noqa: E402
 from immersivedepth.inpaint.config import InpaintConfig  # noqa: E402
 from immersivedepth.render.frames import render_pose  # noqa: E402
 from immersivedepth.render.poses import load_poses_file  # noqa: E402
-from immersivedepth.stages.inpaint import continue_training, run_inpaint  # noqa: E402
+from immersivedepth.stages.inpaint import build_inpainter, continue_training, run_inpaint, sphere_dilate  # noqa: E402
 from immersivedepth.train.checkpoint import field_from_checkpoint, load_checkpoint  # noqa: E402
 from immersivedepth.train.config import resolve_config  # noqa: E402
 from immersivedepth.train.supervision import PosedPanorama  # noqa: E402
@@ -55,6 +55,8 @@ INPAINTERS = {
     "telea": {"_target_": "immersivedepth.inpaint.inpainters.TeleaInpainter", "method": "telea"},
     "ns": {"_target_": "immersivedepth.inpaint.inpainters.TeleaInpainter", "method": "ns"},
     "mirror": {"_target_": "immersivedepth.inpaint.inpainters.MirrorInpainter"},
+    # the same diffusion fed from every side of the hole (no occluder test): what depth-awareness is worth
+    "harmonic_any_side": {"_target_": "immersivedepth.inpaint.inpainters.HarmonicInpainter", "depth_ratio": 1.0e9},
 }
 VISIBLE_REL, VISIBLE_ABS = 0.02, 0.01  # eval.evaluate.visible_from_centre's tolerances
 HOLE_OPACITY = 0.5
@@ -103,6 +105,31 @@ def score(field, poses, centre_distance: np.ndarray) -> dict:
     return out
 
 
+def compare_inpainters_on_gt(names) -> int:
+    """Each inpainter on the exact disocclusions of the 0.5 m ground-truth panoramas: the pixels hidden from the
+    centre are blanked (grown by 2 pixels, as the stage does) and filled from the rest of the true panorama and its
+    true distance; PSNR / SSIM on the filled pixels. No field, no training: it isolates the colour fill."""
+    distance = np.load(SCENE / "image_distance.npy")
+    poses, _ = load_poses_file(SCENE / "poses.json")
+    print("| inpainter | pose | hole % | PSNR hole | SSIM hole | seconds |\n|---|---|---|---|---|---|")
+    for name in names:
+        inp, _ = build_inpainter(from_mapping(InpaintConfig, {"inpainter": INPAINTERS[name]}, "inpaint"))
+        for pose in poses:
+            if np.linalg.norm(pose.position) < 0.4:
+                continue
+            gt = io.read_panorama(SCENE / "gt" / f"{pose.name}.png")
+            gd = np.load(SCENE / "gt" / f"{pose.name}_distance.npy")
+            rr, seen = sphere.panorama_depth_test(sphere.erp_points(pose.position, gd), np.zeros(3), distance)
+            hole = sphere_dilate(~((seen > 0) & (rr <= seen * (1 + VISIBLE_REL) + VISIBLE_ABS)), 2)
+            blank = np.where(hole[..., None], 0.0, gt)
+            t0 = time.perf_counter()
+            out = inp(blank, hole, np.where(hole, 0.0, gd))
+            secs = time.perf_counter() - t0
+            print(f"| {name} | {pose.name} | {100 * hole.mean():.1f} | {psnr(out, gt, mask=hole):.2f} | "
+                  f"{masked_ssim(out, gt, hole):.3f} | {secs:.1f} |", flush=True)
+    return 0
+
+
 def mean_rows(rows: dict) -> dict:
     keys = next(iter(rows.values())).keys()
     return {k: float(np.mean([r[k] for r in rows.values()])) for k in keys}
@@ -117,7 +144,15 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="exp/bench_inpaint")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--baseline", choices=("yes", "no", "only"), default="yes",
+                    help="also train the same-budget baseline none+steps (only: just that, for a parallel run)")
+    ap.add_argument("--extra-steps", type=int, default=None,
+                    help="steps of the same-budget baseline (default: what the first stage run added)")
+    ap.add_argument("--gt-inpainters", action="store_true",
+                    help="only compare the inpainters on the ground-truth disocclusions (no training, seconds)")
     args = ap.parse_args(argv)
+    if args.gt_inpainters:
+        return compare_inpainters_on_gt(args.inpainters)
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -138,8 +173,8 @@ def main(argv=None) -> int:
     field, _ = field_from_checkpoint(load_checkpoint(ck), "cpu", ck)
     results["none"] = score(field, poses, distance)
 
-    extra_steps = None
-    for name in args.inpainters:
+    extra_steps = args.extra_steps
+    for name in (args.inpainters if args.baseline != "only" else []):
         cfg = _merge(icfg, {"inpainter": INPAINTERS[name]})
         run = out / f"stage_{name}"
         run.mkdir(parents=True, exist_ok=True)
@@ -150,11 +185,11 @@ def main(argv=None) -> int:
         f2, _ = field_from_checkpoint(load_checkpoint(Path(summary["checkpoint"])), "cpu", summary["checkpoint"])
         results[name] = score(f2, poses, distance)
         state = json.loads((run / "inpaint" / "anchors.json").read_text())
-        extra_steps = sum(r["train"]["steps"] for r in state["done"])
+        extra_steps = extra_steps or sum(r["train"]["steps"] for r in state["done"] if "train" in r)
         print(f"[bench_inpaint] {name}: {summary['anchors']} anchors, {extra_steps} extra steps, "
               f"{times[f'stage_{name}']:.0f} s (under the current machine load)", flush=True)
 
-    if extra_steps:
+    if extra_steps and args.baseline != "no":
         same = out / "none_same_budget"
         icfg_typed = from_mapping(InpaintConfig, icfg, "inpaint")
         t0 = time.perf_counter()
