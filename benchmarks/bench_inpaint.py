@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
+from hydra import compose, initialize_config_dir
 from skimage.metrics import structural_similarity
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,12 +38,13 @@ if str(REPO) not in sys.path:  # run from a checkout without installing the pack
     sys.path.insert(0, str(REPO))
 
 from immersivedepth import io, sphere  # noqa: E402
-from immersivedepth.config import from_mapping  # noqa: E402
+from immersivedepth.config import from_mapping, to_plain  # noqa: E402
 from immersivedepth.eval.metrics import psnr  # noqa: E402
 from immersivedepth.inpaint.config import InpaintConfig  # noqa: E402
 from immersivedepth.render.frames import render_pose  # noqa: E402
 from immersivedepth.render.poses import load_poses_file  # noqa: E402
 from immersivedepth.stages.inpaint import build_inpainter, continue_training, run_inpaint, sphere_dilate  # noqa: E402
+from immersivedepth.stages.schema import register_configs  # noqa: E402
 from immersivedepth.train.checkpoint import field_from_checkpoint, load_checkpoint  # noqa: E402
 from immersivedepth.train.config import resolve_config  # noqa: E402
 from immersivedepth.train.supervision import PosedPanorama  # noqa: E402
@@ -62,13 +63,12 @@ VISIBLE_REL, VISIBLE_ABS = 0.02, 0.01  # eval.evaluate.visible_from_centre's tol
 HOLE_OPACITY = 0.5
 
 
-def preset(group: str, name: str) -> dict:
-    """A config preset as a plain dict: the YAML overlay on top of its ``default`` (the schema fills the rest)."""
-    path = REPO / "configs" / group / f"{name}.yaml"
-    data = yaml.safe_load(path.read_text()) or {}
-    defaults = data.pop("defaults", [])
-    base = preset(group, "default") if "default" in defaults and name != "default" else {}
-    return _merge(base, data)
+def compose_groups(field: str, inpaint: str, render: str) -> dict:
+    """The ``field``/``inpaint``/``render`` groups as the command line composes them (Hydra, the typed schemas)."""
+    register_configs()
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base=None):
+        cfg = compose(config_name="nerf", overrides=[f"field={field}", f"inpaint={inpaint}", f"render={render}"])
+    return {k: to_plain(cfg[k]) for k in ("field", "inpaint", "render")}
 
 
 def _merge(a: dict, b: dict) -> dict:
@@ -159,9 +159,10 @@ def main(argv=None) -> int:
     rgb = io.read_panorama(SCENE / "image.png")
     distance = np.load(SCENE / "image_distance.npy")
     poses, _ = load_poses_file(SCENE / "poses.json")
-    field_cfg = resolve_config(preset("field", args.field))
-    render_cfg = {"paths": preset("render", args.render).get("paths", [])}
-    icfg = preset("inpaint", args.inpaint)
+    groups = compose_groups(args.field, args.inpaint, args.render)
+    field_cfg = resolve_config(groups["field"])
+    render_cfg = groups["render"]
+    icfg = groups["inpaint"]
     results, times = {}, {}
 
     base = out / "base"
