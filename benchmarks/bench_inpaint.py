@@ -84,13 +84,17 @@ def masked_ssim(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> float:
     return float(smap.mean(axis=-1)[mask].mean()) if mask.any() else float("nan")
 
 
-def score(field, poses, centre_distance: np.ndarray) -> dict:
+RENDERS: dict = {}  # (method, pose) -> rendered RGB, for the figure
+
+
+def score(field, poses, centre_distance: np.ndarray, method: str = "") -> dict:
     out = {}
     for pose in poses:
         gt = io.read_panorama(SCENE / "gt" / f"{pose.name}.png")
         gd = np.load(SCENE / "gt" / f"{pose.name}_distance.npy")
         pose.height, pose.width = gd.shape
         r = render_pose(field, pose, normals=False)
+        RENDERS[(method, pose.name)] = r["rgb"]
         pts = sphere.erp_points(pose.position, gd)
         rr, seen = sphere.panorama_depth_test(pts, np.zeros(3), centre_distance)
         visible = (seen > 0) & (rr <= seen * (1 + VISIBLE_REL) + VISIBLE_ABS)
@@ -148,6 +152,8 @@ def main(argv=None) -> int:
                     help="also train the same-budget baseline none+steps (only: just that, for a parallel run)")
     ap.add_argument("--extra-steps", type=int, default=None,
                     help="steps of the same-budget baseline (default: what the first stage run added)")
+    ap.add_argument("--figure", default=None, help="write ground truth | inpaint=none | stage at --figure-pose here")
+    ap.add_argument("--figure-pose", default="x+0.50")
     ap.add_argument("--gt-inpainters", action="store_true",
                     help="only compare the inpainters on the ground-truth disocclusions (no training, seconds)")
     args = ap.parse_args(argv)
@@ -172,7 +178,7 @@ def main(argv=None) -> int:
         train_field(rgb, distance, base, field_cfg, seed=args.seed, progress=False)
     times["train"] = time.perf_counter() - t0
     field, _ = field_from_checkpoint(load_checkpoint(ck), "cpu", ck)
-    results["none"] = score(field, poses, distance)
+    results["none"] = score(field, poses, distance, "none")
 
     extra_steps = args.extra_steps
     for name in (args.inpainters if args.baseline != "only" else []):
@@ -184,7 +190,7 @@ def main(argv=None) -> int:
                               checkpoint=ck, fingerprint=f"bench-{name}", seed=args.seed, progress=False)
         times[f"stage_{name}"] = time.perf_counter() - t0
         f2, _ = field_from_checkpoint(load_checkpoint(Path(summary["checkpoint"])), "cpu", summary["checkpoint"])
-        results[name] = score(f2, poses, distance)
+        results[name] = score(f2, poses, distance, name)
         state = json.loads((run / "inpaint" / "anchors.json").read_text())
         extra_steps = extra_steps or sum(r["train"]["steps"] for r in state["done"] if "train" in r)
         print(f"[bench_inpaint] {name}: {summary['anchors']} anchors, {extra_steps} extra steps, "
@@ -199,7 +205,7 @@ def main(argv=None) -> int:
                               progress=False)
         times["none+steps"] = time.perf_counter() - t0
         f3, _ = field_from_checkpoint(load_checkpoint(Path(s["checkpoint"])), "cpu", s["checkpoint"])
-        results["none+steps"] = score(f3, poses, distance)
+        results["none+steps"] = score(f3, poses, distance, "none+steps")
 
     cols = ["psnr_visible", "psnr_disoccluded", "psnr_whole", "ssim_visible", "ssim_disoccluded", "ssim_whole",
             "hole_fraction"]
@@ -216,6 +222,12 @@ def main(argv=None) -> int:
                 else f"{m[c]:.2f}" for c in cols) + " |")
     print("\ntimes (s, NOT for reporting unless the machine was idle): "
           + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
+    if args.figure and args.baseline != "only":
+        gt = io.read_panorama(SCENE / "gt" / f"{args.figure_pose}.png")
+        rows = [gt, RENDERS[("none", args.figure_pose)], RENDERS[(args.inpainters[0], args.figure_pose)]]
+        io.write_image(args.figure, np.concatenate(rows, axis=0))
+        print(f"figure: {args.figure} (top to bottom: ground truth, inpaint=none, inpaint={args.inpaint} with "
+              f"{args.inpainters[0]}; pose {args.figure_pose})")
     (out / "results.json").write_text(json.dumps({"results": results, "times": times, "args": vars(args)},
                                                  indent=2))
     return 0

@@ -4,15 +4,21 @@ one-line errors for a bad inpainter or completer."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 
 from immersivedepth.inpaint.validate import InpainterOutputError
 from immersivedepth.scenes.synthetic import make_scene
 from immersivedepth.stages import inpaint as stage
+from immersivedepth.stages.base import RunContext
 from immersivedepth.stages.inpaint import run_inpaint, sphere_dilate
+from immersivedepth.stages.registry import stage_named
+from immersivedepth.stages.runner import stages_for_mode
+from immersivedepth.stages.schema import register_configs
 from immersivedepth.train.checkpoint import load_checkpoint
 from immersivedepth.train.trainer import train_field
 
@@ -141,3 +147,28 @@ def test_sphere_dilate_crosses_the_seam():
     m[4, 0] = True
     g = sphere_dilate(m, 1)
     assert g[4, 15] and g[4, 1] and g[3, 0] and g[5, 0] and g.sum() == 5
+
+
+def _composed(overrides):
+    register_configs()
+    conf = Path(__file__).resolve().parents[1] / "configs"
+    with initialize_config_dir(config_dir=str(conf), version_base=None):
+        return compose(config_name="nerf", overrides=overrides)
+
+
+def test_presets_switch_the_stage_and_only_it(tmp_path):
+    """inpaint=none: the stage is off and the runner's pipeline is depth -> train -> render_dense as before; a changed
+    inpaint config changes only this stage's fingerprint (train's stays)."""
+    assert [s.name for s in stages_for_mode("all")] == ["depth", "train", "inpaint", "render_dense"]
+
+    def ctx(overrides):
+        return RunContext(cfg=_composed(overrides), run_dir=tmp_path, image_path=tmp_path / "x.png", device="cpu")
+
+    off = ctx(["inpaint=none"])
+    assert not stage.STAGE.enabled(off) and stage.STAGE.enabled(ctx(["inpaint=fast"]))
+    assert off.field_checkpoint() == tmp_path / "checkpoints" / "last.pt"  # render_dense renders the trained field
+    a, b = ctx(["inpaint=fast"]), ctx(["inpaint=fast", "inpaint.anchors.count=2"])
+    train = stage_named("train")
+    assert train.fingerprint(a, "up") == train.fingerprint(b, "up")
+    assert stage.STAGE.fingerprint(a, "t") != stage.STAGE.fingerprint(b, "t")
+    assert stage.STAGE.field_checkpoint(a) == tmp_path / "inpaint" / "checkpoints" / "last.pt"
