@@ -63,11 +63,13 @@ VISIBLE_REL, VISIBLE_ABS = 0.02, 0.01  # eval.evaluate.visible_from_centre's tol
 HOLE_OPACITY = 0.5
 
 
-def compose_groups(field: str, inpaint: str, render: str) -> dict:
-    """The ``field``/``inpaint``/``render`` groups as the command line composes them (Hydra, the typed schemas)."""
+def compose_groups(field: str, inpaint: str, render: str, extra=()) -> dict:
+    """The ``field``/``inpaint``/``render`` groups as the command line composes them (Hydra, the typed schemas);
+    ``extra``: more overrides, e.g. ``inpaint.anchors.max_radius=0.8``."""
     register_configs()
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base=None):
-        cfg = compose(config_name="nerf", overrides=[f"field={field}", f"inpaint={inpaint}", f"render={render}"])
+        cfg = compose(config_name="nerf", overrides=[f"field={field}", f"inpaint={inpaint}", f"render={render}",
+                                                     *extra])
     return {k: to_plain(cfg[k]) for k in ("field", "inpaint", "render")}
 
 
@@ -152,6 +154,8 @@ def main(argv=None) -> int:
                     help="also train the same-budget baseline none+steps (only: just that, for a parallel run)")
     ap.add_argument("--extra-steps", type=int, default=None,
                     help="steps of the same-budget baseline (default: what the first stage run added)")
+    ap.add_argument("--set", nargs="*", default=[], help="more config overrides, e.g. inpaint.anchors.max_radius=0.8")
+    ap.add_argument("--tag", default="", help="suffix of the stage run folders (several settings side by side)")
     ap.add_argument("--figure", default=None, help="write ground truth | inpaint=none | stage at --figure-pose here")
     ap.add_argument("--figure-pose", default="x+0.50")
     ap.add_argument("--gt-inpainters", action="store_true",
@@ -165,7 +169,7 @@ def main(argv=None) -> int:
     rgb = io.read_panorama(SCENE / "image.png")
     distance = np.load(SCENE / "image_distance.npy")
     poses, _ = load_poses_file(SCENE / "poses.json")
-    groups = compose_groups(args.field, args.inpaint, args.render)
+    groups = compose_groups(args.field, args.inpaint, args.render, args.set)
     field_cfg = resolve_config(groups["field"])
     render_cfg = groups["render"]
     icfg = groups["inpaint"]
@@ -183,14 +187,14 @@ def main(argv=None) -> int:
     extra_steps = args.extra_steps
     for name in (args.inpainters if args.baseline != "only" else []):
         cfg = _merge(icfg, {"inpainter": INPAINTERS[name]})
-        run = out / f"stage_{name}"
+        run = out / f"stage_{name}{args.tag}"
         run.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         summary = run_inpaint(run, cfg, field_cfg=field_cfg, render_cfg=render_cfg, rgb=rgb, distance=distance,
                               checkpoint=ck, fingerprint=f"bench-{name}", seed=args.seed, progress=False)
         times[f"stage_{name}"] = time.perf_counter() - t0
         f2, _ = field_from_checkpoint(load_checkpoint(Path(summary["checkpoint"])), "cpu", summary["checkpoint"])
-        results[name] = score(f2, poses, distance, name)
+        results[name + args.tag] = score(f2, poses, distance, name + args.tag)
         state = json.loads((run / "inpaint" / "anchors.json").read_text())
         extra_steps = extra_steps or sum(r["train"]["steps"] for r in state["done"] if "train" in r)
         print(f"[bench_inpaint] {name}: {summary['anchors']} anchors, {extra_steps} extra steps, "
@@ -224,7 +228,7 @@ def main(argv=None) -> int:
           + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
     if args.figure and args.baseline != "only":
         gt = io.read_panorama(SCENE / "gt" / f"{args.figure_pose}.png")
-        rows = [gt, RENDERS[("none", args.figure_pose)], RENDERS[(args.inpainters[0], args.figure_pose)]]
+        rows = [gt, RENDERS[("none", args.figure_pose)], RENDERS[(args.inpainters[0] + args.tag, args.figure_pose)]]
         io.write_image(args.figure, np.concatenate(rows, axis=0))
         print(f"figure: {args.figure} (top to bottom: ground truth, inpaint=none, inpaint={args.inpaint} with "
               f"{args.inpainters[0]}; pose {args.figure_pose})")
