@@ -49,6 +49,9 @@ __all__ = [
     "erp_sample_dirs",
     "tangent_image_from_erp",
     "planar_depth_to_distance",
+    "erp_points",
+    "panorama_depth_test",
+    "erp_pad",
 ]
 
 
@@ -464,3 +467,53 @@ def tangent_image_from_erp(erp: np.ndarray, camera: TangentCamera, supersample: 
             acc = acc + erp_sample_dirs(erp, d)
     out = acc / (s * s)
     return out.astype(np.asarray(erp).dtype) if np.issubdtype(np.asarray(erp).dtype, np.floating) else out
+
+
+# --------------------------------------------------------------------------- depth tests between panoramas
+def erp_points(position, distance: np.ndarray) -> np.ndarray:
+    """World points ``(H, W, 3)`` float64 of a world-aligned ERP ``distance`` ``(H, W)`` taken at ``position`` ``(3,)``.
+
+    Pixels without a valid distance (non-finite or <= 0) map to ``position`` itself.
+    """
+    d = np.asarray(distance, np.float64)
+    h, w = d.shape
+    valid = np.isfinite(d) & (d > 0)
+    return (np.asarray(position, np.float64).reshape(1, 1, 3)
+            + erp_directions(h, w, np.float64) * np.where(valid, d, 0.0)[..., None])
+
+
+def panorama_depth_test(points: np.ndarray, position, distance: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where ``points`` ``(..., 3)`` sit relative to what a world-aligned ERP panorama at ``position`` saw.
+
+    Returns ``(r, seen)``, both ``(...)`` float64: ``r`` the distance of each point from ``position`` and
+    ``seen`` the panorama's distance along the same direction (bilinear; 0 where the panorama has no valid
+    distance). The point is *visible* from the panorama when ``r <= seen (1 + rel) + abs`` and lies *in front
+    of* a surface the panorama saw when ``r < seen (1 - rel) - abs``; the tolerances are the caller's
+    (``eval`` and ``inpaint`` state theirs in their configs).
+    """
+    d = np.asarray(distance, np.float64)
+    d = np.where(np.isfinite(d) & (d > 0), d, 0.0)
+    v = np.asarray(points, np.float64) - np.asarray(position, np.float64)
+    r = np.linalg.norm(v, axis=-1)
+    seen = np.asarray(erp_sample_dirs(d, v), np.float64)
+    # a bilinear tap on an invalid neighbour would pull the distance toward 0: call such directions unseen
+    invalid_near = np.asarray(erp_sample_dirs((d <= 0).astype(np.float64), v), np.float64) > 0
+    return r, np.where(invalid_near | (r <= 0), 0.0, seen)
+
+
+def erp_pad(img: np.ndarray, pad: int) -> np.ndarray:
+    """``(H, W[, C])`` ERP image padded by ``pad`` pixels on every side with its true spherical neighbours.
+
+    Columns wrap around in longitude; rows beyond a pole continue on the opposite meridian (row ``-1 - k`` is row
+    ``k`` shifted by ``W / 2``). Returns ``(H + 2 pad, W + 2 pad[, C])``; ``pad`` must not exceed ``H`` or ``W``.
+    """
+    a = np.asarray(img)
+    h, w = a.shape[:2]
+    if pad == 0:
+        return a.copy()
+    if not 0 < pad <= min(h, w):
+        raise ValueError(f"erp_pad: pad must lie in [0, {min(h, w)}], got {pad}")
+    rows = np.arange(-pad, h + pad)
+    cols = np.arange(-pad, w + pad)
+    r, c = _wrap_rows_cols(rows[:, None], cols[None, :], h, w, np)
+    return a[r, c]

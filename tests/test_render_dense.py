@@ -124,6 +124,9 @@ def test_poses_file_matches_direct_evaluation(tmp_path, field, renderer):
         dist = np.load(tmp_path / "poses" / f"{name}_distance.npy")
         assert dist.shape == (h, w) and dist.dtype == np.float32
         np.testing.assert_allclose(dist, ref["distance"].numpy().reshape(h, w), rtol=1e-5, atol=1e-5)
+        opa = np.load(tmp_path / "poses" / f"{name}_opacity.npy")
+        assert opa.dtype == np.float32 and out[name]["opacity"].endswith(f"{name}_opacity.npy")
+        np.testing.assert_allclose(opa, ref["opacity"].numpy().reshape(h, w), rtol=1e-5, atol=1e-5)
         rgb = read_panorama(tmp_path / "poses" / f"{name}.png") if w == 2 * h else None
         if rgb is not None:
             np.testing.assert_allclose(rgb, ref["rgb"].clamp(0, 1).numpy().reshape(h, w, 3), atol=1 / 255 + 1e-6)

@@ -423,9 +423,9 @@ def test_script_writes_everything(tmp_path, repo_root):
         mod.main(["--out-dir", str(tmp_path), "--width", "32", "--offsets", "y+2.00"])
 
 
-@pytest.fixture(scope="module")
-def example_dir(repo_root):
-    d = repo_root / "example_data" / "living_room"
+@pytest.fixture(scope="module", params=["living_room", "cluttered_room"])
+def example_dir(repo_root, request):
+    d = repo_root / "example_data" / request.param
     if not (d / "scene.json").is_file():
         pytest.fail(f"bundled example missing at {d}; run python scripts/make_example_scene.py")
     return d
@@ -451,7 +451,7 @@ def test_committed_example_is_the_generators_output(example_dir):
 
     rgb = read_panorama(example_dir / "image.png")
     assert rgb.shape == (h, w, 3)
-    win = (h // 2 - 40, h // 2 + 40, w // 2 - 60, w // 2 + 60)  # the table, the far wall and the floor
+    win = (h // 2 - 40, h // 2 + 40, w // 2 - 60, w // 2 + 60)  # objects, the far wall and the floor
     crop = scene.render_panorama(h, w, supersample=k, window=win)["rgb"]
     diff = np.abs(np.round(crop * 255) - np.round(rgb[win[0]:win[1], win[2]:win[3]] * 255))
     assert diff.max() <= 1 and diff.mean() < 0.01
@@ -475,5 +475,34 @@ def test_committed_example_is_the_generators_output(example_dir):
     diff = np.abs(np.round(crop * 255) - np.round(g_rgb[gwin[0]:gwin[1], gwin[2]:gwin[3]] * 255))
     assert diff.max() <= 1 and diff.mean() < 0.01
 
-    total = sum(f.stat().st_size for f in example_dir.parent.rglob("*") if f.is_file())
-    assert total < 6e6, f"example_data is {total / 1e6:.1f} MB; keep it small"
+    total = sum(f.stat().st_size for f in example_dir.rglob("*") if f.is_file())
+    assert total < 6e6, f"{example_dir} is {total / 1e6:.1f} MB; keep the example data small"
+
+
+def test_cluttered_room_disoccludes_enough(repo_root):
+    """The inpainting benchmark scene: objects 0.7-1.6 m from the centre, and every ground-truth panorama 0.5 m away
+    has >= 4 % of its area (solid angle) hidden from the centre (exact ray casting from the centre)."""
+    from immersivedepth import sphere
+
+    scene = make_scene("cluttered_room")
+    for o in scene.objects:
+        desc = o.describe()
+        if "center_xz" in desc or "center" in desc:
+            c = desc.get("center_xz") or desc["center"][::2]
+        else:
+            c = ((desc["min"][0] + desc["max"][0]) / 2, (desc["min"][2] + desc["max"][2]) / 2)
+        assert 0.7 <= float(np.hypot(*c)) <= 1.6, o.name
+    assert scene.render_panorama(64, 128)["distance"].min() >= 0.7 * 0.95  # nearest surface seen ~0.7 m away
+    example = repo_root / "example_data" / "cluttered_room"
+    poses = json.loads((example / "poses.json").read_text())["poses"]
+    offsets = sorted({round(float(np.linalg.norm(p["position"])), 2) for p in poses})
+    assert offsets == [0.2, 0.5]
+    for p in poses:
+        g = np.load(example / "gt" / f"{p['name']}_distance.npy").astype(np.float64)
+        pts = sphere.erp_points(p["position"], g).reshape(-1, 3)
+        r = np.linalg.norm(pts, axis=1)
+        hit = scene.cast(np.zeros(3), pts / r[:, None])["distance"]
+        hidden = (hit < r * (1 - 1e-3) - 1e-3).reshape(g.shape)
+        frac = float((sphere.pixel_solid_angle(*g.shape) * hidden).sum() / (4 * np.pi))
+        if np.linalg.norm(p["position"]) > 0.4:
+            assert frac >= 0.04, f"{p['name']}: only {frac:.1%} disoccluded"

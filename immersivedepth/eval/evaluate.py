@@ -126,8 +126,9 @@ def _novel_views(run_dir: Path, field, rgb_in: np.ndarray, centre_dist: np.ndarr
 
 
 def evaluate_run(run_dir: Path, *, image_path: Path, gt_path: Path | None, gt_format, cfg: EvaluateConfig,
-                 device: str = "cpu") -> dict:
-    """Metrics of ``run_dir`` (see the module docstring) as one JSON-able dict."""
+                 device: str = "cpu", checkpoint: Path | None = None) -> dict:
+    """Metrics of ``run_dir`` (see the module docstring) as one JSON-able dict. ``checkpoint``: the field to score
+    (default ``<run_dir>/checkpoints/last.pt``; the runner passes the newest field, e.g. the inpainting stage's)."""
     run_dir = Path(run_dir)
     gt_dir = Path(cfg.gt_dir) if cfg.gt_dir is not None else Path(image_path).parent
     if not gt_dir.is_dir():  # checked before any work: a typo here must not cost a render
@@ -154,11 +155,11 @@ def evaluate_run(run_dir: Path, *, image_path: Path, gt_path: Path | None, gt_fo
     else:
         results["depth"] = _depth_section(run_dir, pred, gt, gt_path, cfg)
 
-    ckpt = run_dir / "checkpoints" / "last.pt"
+    ckpt = Path(checkpoint) if checkpoint is not None else run_dir / "checkpoints" / "last.pt"
     if not ckpt.is_file():
         results["skipped"]["field"] = f"no trained field ({ckpt} missing): run mode=train first"
         return results
-    field, _ = load_trained_field(run_dir, device=device)
+    field, _ = load_trained_field(run_dir, device=device, path=ckpt)
     rgb_in = io.read_panorama(image_path, allow_resample=True)
     centre_dist = gt if gt is not None else pred
     h, w = rgb_in.shape[:2]

@@ -184,6 +184,18 @@ class OccupancyGrid(nn.Module):
         self.value.copy_(torch.where(seed, torch.full_like(self.value, float("inf")), torch.zeros_like(self.value)))
 
     @torch.no_grad()
+    def add_seed_points(self, points: torch.Tensor, dilation: int = 1) -> None:
+        """Also allow cells holding ``points`` ``(P, 3)`` (and their ``dilation``-cell neighbourhoods) to be occupied,
+        keeping the current seed, values and mask: supervision added later (panoramas filled in at other positions)
+        covers surfaces the first panorama never saw. New cells start occupied (value +inf) until measured."""
+        seed, mask, value = self.seed.clone(), self.mask.clone(), self.value.clone()
+        self.seed_from_points(points, dilation)  # self.seed = the new points' cells only
+        new = self.seed & ~seed
+        self.seed.copy_(seed | new)
+        self.mask.copy_(mask | new)
+        self.value.copy_(torch.where(new, torch.full_like(value, float("inf")), value))
+
+    @torch.no_grad()
     def update(self, density_fn, *, threshold: float, decay: float = 0.95, chunk: int = 1 << 18,
                generator: torch.Generator | None = None) -> float:
         """Re-measure the density in every seed cell and refresh ``mask``.

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from immersivedepth.io import VideoWriter, write_distance, write_exr, write_image
+from immersivedepth.io import VideoWriter, atomic_path, write_distance, write_exr, write_image
 from immersivedepth.render.frames import render_pose, visualize
 from immersivedepth.render.poses import CameraPose
 
@@ -108,11 +108,11 @@ def render_path(field, poses: Sequence[CameraPose], out_dir, *, fps: float = 30.
 def render_poses_to_dir(field, poses: Sequence[CameraPose], out_dir, *, renderer: Callable | None = None,
                         chunk: int = 32768, near: float = 0.0, far: float | None = None,
                         render_kwargs: Mapping | None = None, device="cpu", progress: bool = True) -> dict:
-    """Render each pose to ``<out_dir>/<name>.png`` (RGB) and ``<name>_distance.npy`` (float32 world units).
+    """Render each pose to ``<out_dir>/<name>.png`` (RGB), ``<name>_distance.npy`` (float32 world units) and
+    ``<name>_opacity.npy`` (float32 accumulated opacity in [0, 1]: below 0.5 the field has nothing there, a hole).
 
-    Returns ``{name: {"rgb": path, "distance": path}}``.
+    Returns ``{name: {"rgb": path, "distance": path, "opacity": path}}``.
     """
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {}
@@ -120,7 +120,10 @@ def render_poses_to_dir(field, poses: Sequence[CameraPose], out_dir, *, renderer
         fr = render_pose(field, pose, renderer=renderer, chunk=chunk, near=near, far=far, normals=False,
                          render_kwargs=render_kwargs, device=device)
         rgb_p, dist_p = out_dir / f"{pose.name}.png", out_dir / f"{pose.name}_distance.npy"
+        opa_p = out_dir / f"{pose.name}_opacity.npy"
         write_image(rgb_p, fr["rgb"])
         write_distance(dist_p, fr["distance"])
-        written[pose.name] = {"rgb": str(rgb_p), "distance": str(dist_p)}
+        with atomic_path(opa_p) as tmp, open(tmp, "wb") as f:
+            np.save(f, fr["opacity"].astype(np.float32))
+        written[pose.name] = {"rgb": str(rgb_p), "distance": str(dist_p), "opacity": str(opa_p)}
     return written

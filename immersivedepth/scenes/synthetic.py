@@ -967,7 +967,34 @@ def _empty_room() -> Scene:
     return Scene("empty_room", lr.room, [], lr.lighting)
 
 
-_SCENES = {"living_room": _living_room, "empty_room": _empty_room}
+def _cluttered_room() -> Scene:
+    """A smaller room crowded with furniture 0.7-1.6 m from the centre (the inpainting benchmark scene).
+
+    Floor-to-ceiling pillars, a thin screen, crates and balls close to the camera hide large parts of the walls and
+    floor, so panoramas taken 0.5 m from the centre see several percent of their area that the centre never saw.
+    Materials and lights are the living room's.
+    """
+    lr = _living_room()
+    mat = {m.name: m for m in lr.room.materials}
+    mat.update({o.material.name: o.material for o in lr.objects})
+    floor_y, ceil_y = lr.room.lo[1], lr.room.hi[1]
+    room = Room((-2.6, floor_y, -3.0), (2.9, ceil_y, 2.6), lr.room.materials)
+    f = floor_y
+    objects = [
+        Cylinder("pillar_front", (0.0, -1.1), 0.2, f, ceil_y, mat["stool_rings"]),
+        Cylinder("pillar_right", (1.1, 0.6), 0.18, f, ceil_y, mat["lamp_brass"]),
+        Box("screen", (-0.9, -0.6, -1.45), (-0.3, 0.8, -1.35), mat["cabinet_checker"]),
+        Box("shelf", (-1.5, f, -0.6), (-1.0, 0.6, 0.2), mat["table_wood"]),
+        Box("crate", (0.55, f, -1.3), (1.05, -0.5, -0.8), mat["cabinet_checker"]),
+        Box("chest", (-1.3, f, 0.9), (-0.8, 0.2, 1.3), mat["sofa_fabric"]),
+        Sphere("ball_low", (-0.6, -0.2, 1.0), 0.3, mat["ball_stripes"]),
+        Sphere("ball_high", (1.2, 0.3, -0.5), 0.2, mat["marble"]),
+        Cylinder("stool", (0.3, 1.2), 0.25, f, -0.6, mat["stool_rings"]),
+    ]
+    return Scene("cluttered_room", room, objects, lr.lighting)
+
+
+_SCENES = {"living_room": _living_room, "empty_room": _empty_room, "cluttered_room": _cluttered_room}
 SCENE_NAMES = tuple(_SCENES)
 
 

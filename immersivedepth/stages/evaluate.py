@@ -35,7 +35,8 @@ class EvaluateStage(Stage):
         gt_format = cfg.gt_format if cfg.gt_format is not None else to_plain(ctx.cfg.dataset.distance_format)
         results = evaluate_run(ctx.run_dir, image_path=ctx.image_path,
                                gt_path=gt_distance_path(ctx.image_path, cfg, reference_path(ctx)),
-                               gt_format=gt_format, cfg=cfg, device=ctx.device)
+                               gt_format=gt_format, cfg=cfg, device=ctx.device,
+                               checkpoint=ctx.field_checkpoint())
         out = ctx.run_dir / "eval" / "metrics.json"
         write_json(out, results)
         LOG.info("evaluate: wrote %s", out)
