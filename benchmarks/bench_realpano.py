@@ -40,6 +40,7 @@ from immersivedepth.eval.metrics import psnr, ws_psnr  # noqa: E402
 from immersivedepth.field.renderer import render_panorama  # noqa: E402
 from immersivedepth.scenes.synthetic import make_scene  # noqa: E402
 from immersivedepth.train.checkpoint import load_trained_field  # noqa: E402
+from immersivedepth.train.config import resolve_config  # noqa: E402
 from immersivedepth.train.trainer import train_field  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
@@ -82,8 +83,16 @@ def split_scores(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray) -> dict:
     return out
 
 
+def preset_config(preset: str) -> dict:
+    """The resolved ``field`` config of a preset (``configs/field/<preset>.yaml`` is an overlay on the schema's
+    defaults; its ``defaults`` list only chains default.yaml, which changes nothing)."""
+    over = yaml.safe_load(open(REPO / "configs" / "field" / f"{preset}.yaml")) or {}
+    over.pop("defaults", None)
+    return resolve_config(over)
+
+
 def run_one(name: str, data: dict, preset: str, args) -> dict:
-    cfg = yaml.safe_load(open(REPO / "configs" / "field" / f"{preset}.yaml"))
+    cfg = preset_config(preset)
     cfg["log"].update({"preview_every": 0, "tensorboard": False, "eval_stride": 4})
     cfg["model"]["background"] = args.background
     if args.steps:
