@@ -6,7 +6,9 @@
 Writes (all atomically, deterministic: same code -> same files)::
 
     <out>/<scene>/image.png                 ERP RGB, 8-bit, supersampled (anti-aliased)
-    <out>/<scene>/image_distance.npy        float32 (H,W) metres along each pixel-centre ray
+    <out>/<scene>/image_distance.npy        float32 (H,W) metres along each pixel-centre ray (0 = no return:
+                                            the ray leaves through an opening to the far background, marked
+                                            invalid the way real depth sensors do)
     <out>/<scene>/gt/<pose>.png             ERP RGB seen from an offset position (novel-view ground truth)
     <out>/<scene>/gt/<pose>_distance.npy    its exact distance (float32, metres, from that position)
     <out>/<scene>/poses.json                the offset positions, in the render.poses_file format
@@ -51,6 +53,12 @@ def parse_offset(name: str) -> list[float]:
     return pos
 
 
+def sensor_distance(distance: np.ndarray) -> np.ndarray:
+    """Ground-truth distance as a depth sensor reports it: rays that hit nothing (``inf``: an open door or window
+    onto the far background) get no return, stored as 0 (the Matterport3D / ``distance_format`` convention)."""
+    return np.where(np.isfinite(distance), distance, 0.0).astype(np.float32)
+
+
 def write_json(path: Path, data: dict) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -88,14 +96,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[make_example_scene] {args.scene}: {w}x{h} panorama, supersample {args.supersample}")
     r = scene.render_panorama(h, w, supersample=args.supersample, progress=None)
     write_image(out / "image.png", r["rgb"])
-    write_distance(out / "image_distance.npy", r["distance"])
+    write_distance(out / "image_distance.npy", sensor_distance(r["distance"]))
 
     gh, gw = args.gt_width // 2, args.gt_width
     for p in poses:
         print(f"[make_example_scene] ground truth {p['name']} at {p['position']}: {gw}x{gh}")
         g = scene.render_panorama(gh, gw, p["position"], supersample=args.gt_supersample, progress=None)
         write_image(out / "gt" / f"{p['name']}.png", g["rgb"])
-        write_distance(out / "gt" / f"{p['name']}_distance.npy", g["distance"])
+        write_distance(out / "gt" / f"{p['name']}_distance.npy", sensor_distance(g["distance"]))
     write_json(out / "poses.json", {"poses": poses})
 
     command = "python scripts/make_example_scene.py " + " ".join(
@@ -108,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     write_json(out / "scene.json", {
         "scene": args.scene,
         "units": "metres",
-        "distance": "Euclidean distance along each pixel-centre ray from the panorama centre (float32 .npy)",
+        "distance": "Euclidean distance along each pixel-centre ray from the panorama centre (float32 .npy); 0 = no "
+                    "return (the ray leaves through an opening to the far background at infinity)",
         "generator": "immersivedepth.scenes.synthetic",
         "generator_version": SCENE_VERSION,
         "command": command,

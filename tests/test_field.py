@@ -183,7 +183,7 @@ def _tiny_field(**kw):
            "density_mlp": {"width": 16, "depth": 1}, "color_mlp": {"width": 16, "depth": 1}}
     cfg.update(kw)
     torch.manual_seed(0)
-    return RadianceField([-2.0, -1.0, -3.0], [3.0, 1.5, 2.0], cfg, occupancy_resolution=16)
+    return RadianceField([-2.0, -1.0, -3.0], [3.0, 1.5, 2.0], cfg, occupancy_resolution=16, image_size=(8, 16))
 
 
 def test_radiance_field_api_shapes_and_units():

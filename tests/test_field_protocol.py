@@ -28,7 +28,7 @@ class _Minimal:
 def test_trained_and_analytic_fields_satisfy_the_contract():
     cfg = resolve_config({"model": {"density_grid": {"n_levels": 2, "log2_hashmap_size": 10},
                                     "color_grid": {"n_levels": 2, "log2_hashmap_size": 10}}})
-    assert isinstance(build_field(cfg, -torch.ones(3), torch.ones(3)), Field)
+    assert isinstance(build_field(cfg, -torch.ones(3), torch.ones(3), image_size=(8, 16)), Field)
     assert isinstance(AnalyticSceneField(), Field)
     assert not isinstance(object(), Field)
 

@@ -16,6 +16,7 @@ from immersivedepth.eval.metrics import (
     depth_metrics,
     psnr,
     valid_mask,
+    ws_psnr,
 )
 
 # four valid pixels + invalid GT of every kind (0, negative, NaN, inf, beyond max_depth 10)
@@ -202,3 +203,20 @@ def test_chamfer():
         chamfer(g, g, threshold=0.0)
     with pytest.raises(ValueError, match="points_a contains non-finite"):
         chamfer(np.full((2, 3), np.nan), g)
+
+
+def test_ws_psnr_weights_rows_by_cos_latitude():
+    h, w = 4, 8
+    gt = np.zeros((h, w, 3))
+    pred = gt.copy()
+    pred[0] = 0.1  # error only in the top row (latitude 67.5 deg)
+    cos = np.cos(np.pi / 2 - (np.arange(h) + 0.5) / h * np.pi)
+    want = 10 * np.log10(1.0 / (0.01 * cos[0] / cos.sum()))
+    assert ws_psnr(pred, gt) == pytest.approx(want, rel=1e-12)
+    assert ws_psnr(pred, gt) > psnr(pred, gt)  # polar error counts less than in plain PSNR
+    m = np.zeros((h, w), bool)
+    m[0] = True
+    assert ws_psnr(pred, gt, m) == pytest.approx(20.0)
+    assert ws_psnr(gt, gt) == float("inf")
+    with pytest.raises(ValueError, match="mask selects no pixels"):
+        ws_psnr(pred, gt, np.zeros((h, w), bool))

@@ -506,3 +506,72 @@ def test_cluttered_room_disoccludes_enough(repo_root):
         frac = float((sphere.pixel_solid_angle(*g.shape) * hidden).sum() / (4 * np.pi))
         if np.linalg.norm(p["position"]) > 0.4:
             assert frac >= 0.04, f"{p['name']}: only {frac:.1%} disoccluded"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# openings onto a far background at infinity (scene "open_room")
+
+
+def test_openings_lead_to_the_far_background_and_it_stays_put():
+    scene = make_scene("open_room")
+    door = next(o for o in scene.room.openings if o.name == "door_east")
+    lo, hi = scene.bounds
+    # a ray through the middle of the door: no hit, the far colour of its direction
+    target = np.array([hi[0], 0.5 * (door.lo[1] + door.hi[1]), 0.5 * (door.lo[2] + door.hi[2])])
+    d = target / np.linalg.norm(target)
+    res = scene.cast(np.zeros(3), d[None])
+    assert np.isinf(res["distance"][0]) and res["object_id"][0] == -1 and np.isnan(res["point"][0]).all()
+    np.testing.assert_allclose(res["rgb"][0], np.clip(scene.far_color(d[None]), 0, 1)[0], atol=1e-6)
+    # the same direction from another free-space position through the same door: the same colour (infinity)
+    res2 = scene.cast(np.array([0.3, 0.0, -0.4]), d[None])
+    assert np.isinf(res2["distance"][0])
+    np.testing.assert_array_equal(res2["rgb"], res["rgb"])
+    # just beside the door frame the wall is hit at the exact plane distance
+    beside = np.array([hi[0], door.hi[1] + 0.05, target[2]])
+    db = beside / np.linalg.norm(beside)
+    hit = scene.cast(np.zeros(3), db[None])
+    assert hit["object_id"][0] == 0
+    np.testing.assert_allclose(hit["distance"][0], np.linalg.norm(beside), rtol=1e-12)
+    # the far background has texture (not a flat colour) and is band-limited by the pixel footprint
+    dirs = sphere.erp_directions(64, 128).reshape(-1, 3).astype(np.float64)
+    far = scene.far_color(dirs)
+    assert far.std(axis=0).min() > 0.03
+    assert np.abs(scene.far_color(dirs, np.full(len(dirs), 0.5)) - scene.far.base).max() < np.abs(
+        far - scene.far.base).max()
+    # rooms without openings are unchanged: the living room's description has no openings / far entries
+    assert "openings" not in make_scene("living_room").describe()["room"]
+    assert "far" in scene.describe() and len(scene.describe()["room"]["openings"]) == 2
+
+
+def test_committed_open_room_example(repo_root):
+    """``example_data/open_room`` is the generator's output with sensor-style ground truth (0 = no return where
+    the ray leaves through an opening), and its novel views show the far content unshifted."""
+    from immersivedepth.io import read_panorama
+
+    d = repo_root / "example_data" / "open_room"
+    meta = json.loads((d / "scene.json").read_text())
+    assert meta["generator_version"] == SCENE_VERSION and meta["scene"] == "open_room"
+    scene = make_scene("open_room")
+    assert meta["description"] == json.loads(json.dumps(scene.describe()))
+    h, w, k = meta["image"]["height"], meta["image"]["width"], meta["image"]["supersample"]
+    dist = np.load(d / "image_distance.npy")
+    fresh = scene.render_panorama(h, w, prefilter=False)["distance"]
+    np.testing.assert_array_equal(dist == 0, np.isinf(fresh))
+    assert 0.01 < float((dist == 0).mean()) < 0.05  # the door and the window, like replica_office's doorway
+    np.testing.assert_allclose(dist[dist > 0], fresh[np.isfinite(fresh)], rtol=1e-6)
+    rgb = read_panorama(d / "image.png")
+    win = (h // 2 - 30, h // 2 + 10, 3 * w // 4 - 30, 3 * w // 4 + 10)  # around the door (longitude ~ +90 deg)
+    crop = scene.render_panorama(h, w, supersample=k, window=win)["rgb"]
+    assert np.abs(np.round(crop * 255) - np.round(rgb[win[0]:win[1], win[2]:win[3]] * 255)).max() <= 1
+    # novel views: every far pixel shows the far colour of its direction, whatever the camera position
+    gt = meta["ground_truth"]
+    gdirs = sphere.erp_directions(gt["height"], gt["width"]).astype(np.float64)
+    ang = math.pi / gt["height"]
+    for p in json.loads((d / "poses.json").read_text())["poses"]:
+        g_rgb = read_panorama(d / "gt" / f"{p['name']}.png")
+        g_d = np.load(d / "gt" / f"{p['name']}_distance.npy")
+        far = g_d == 0
+        inner = far & np.roll(far, 1, 0) & np.roll(far, -1, 0) & np.roll(far, 1, 1) & np.roll(far, -1, 1)
+        assert inner.sum() > 50, p["name"]
+        want = scene.far_color(gdirs[inner], np.full(int(inner.sum()), scene.footprint_scale * ang / 3))
+        assert np.abs(g_rgb[inner] - want).mean() < 2 / 255, p["name"]

@@ -33,7 +33,7 @@ from immersivedepth.errors import ConfigError, InputError
 LOG = logging.getLogger("immersivedepth")
 
 __all__ = ["TileConfig", "DepthConfig", "DepthResult", "estimate_distance", "run_models", "validate_disparity",
-           "fit_global_scale", "naive_distance"]
+           "fit_global_scale", "naive_distance", "far_regions"]
 
 
 @dataclass
@@ -62,6 +62,11 @@ class DepthConfig:
     output_size: list | None = None  # [H, W] of the distance map; null: the input panorama's size
     relative_median: float = 1.0  # without reference: the output is scaled to this median distance
     reference_fit: str = "median"  # median (of reference / estimate) | lsq_log (mean log ratio)
+    # sky / far regions: no valid disparity (networks give the sky ~0), or farther than far_ratio x the median
+    # distance -> +inf in distance.npy ("far": confidence 0, no mesh or points, colour-only training onto the
+    # field's background); invalid reference pixels are 0 ("unknown") and treated the same way
+    far_ratio: float = 50.0
+    min_valid_fraction: float = 0.05  # fewer pixels with a finite distance is an error (a hemisphere of sky is fine)
     progress: bool = True
     tiles: TileConfig = field(default_factory=TileConfig)
     fuse: FuseConfig = field(default_factory=FuseConfig)
@@ -79,6 +84,10 @@ class DepthConfig:
             raise ConfigError(f"depth.reference_fit must be median or lsq_log, got {self.reference_fit!r}")
         if self.relative_median <= 0:
             raise ConfigError(f"depth.relative_median must be > 0, got {self.relative_median}")
+        if self.far_ratio <= 1:
+            raise ConfigError(f"depth.far_ratio must be > 1 (a multiple of the median distance), got {self.far_ratio}")
+        if not 0 < self.min_valid_fraction <= 1:
+            raise ConfigError(f"depth.min_valid_fraction must be in (0, 1], got {self.min_valid_fraction}")
 
     @classmethod
     def from_mapping(cls, cfg: Any) -> DepthConfig:
@@ -221,6 +230,23 @@ def fit_global_scale(distance: np.ndarray, *, reference: np.ndarray | None = Non
     return float(np.median(ratio) if method == "median" else np.exp(np.mean(np.log(ratio))))
 
 
+def far_regions(distance: np.ndarray, far_ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """Split a blended distance map ``(H, W)`` into finite distances and "far" pixels ``(H, W)`` bool.
+
+    Monocular networks give the sky and anything very distant a disparity of about 0. After alignment that is
+    either no valid value at all (distance 0 from the blend) or a distance orders of magnitude beyond the scene;
+    both are "far": the distance map stores them as ``+inf`` (no number to trust, and never a wall at the scene
+    boundary). A pixel is far when it is invalid or farther than ``far_ratio`` x the median valid distance.
+    Returns ``(distance with far pixels set to 0, far)``.
+    """
+    d = np.asarray(distance, np.float64)
+    ok = np.isfinite(d) & (d > 0)
+    far = ~ok
+    if ok.any():
+        far |= ok & (d > far_ratio * float(np.median(d[ok])))
+    return np.where(far, 0.0, d), far
+
+
 def naive_distance(cameras, disparity: np.ndarray, height: int, width: int) -> np.ndarray:
     """The naive baseline: per-tile median normalisation, then a plain average of the tiles' ray distances."""
     d = np.asarray(disparity, np.float64)
@@ -292,11 +318,13 @@ def estimate_distance(
     q = apply_alignment(fused, res)
     bl = blend_tiles(cams, q, h_out, w_out, cfg.blend)
     info.update(bl.info)
-    dist = bl.distance
-    valid = dist > 0
-    if valid.mean() < 0.5:
-        raise DepthModelError(f"only {valid.mean():.1%} of the output has a valid distance; the models' "
-                              "disparities are mostly invalid (0) or the alignment made them negative")
+    dist, far = far_regions(bl.distance, cfg.far_ratio)
+    valid = ~far
+    info["far_fraction"] = float(far.mean())
+    if valid.mean() < cfg.min_valid_fraction:
+        raise DepthModelError(f"only {valid.mean():.1%} of the output has a finite distance (depth.min_valid_fraction="
+                              f"{cfg.min_valid_fraction}); the models' disparities are almost all ~0 (sky) or "
+                              "invalid, or the alignment made them negative")
     lv = np.log(dist[valid])
     if float(lv.max() - lv.min()) < 1e-6:
         raise DepthModelError("the estimated distance map is constant: the depth models carry no depth information")
@@ -307,14 +335,15 @@ def estimate_distance(
     else:
         scale = cfg.relative_median / float(np.median(dist[valid]))
         info["units"] = f"relative (median distance {cfg.relative_median})"
-    dist = (dist * scale).astype(np.float32)
+    dist = np.where(far, np.inf, dist * scale).astype(np.float32)
     info["global_scale"] = scale
 
     t0 = time.perf_counter()
     normals = normals_from_distance(dist)
     info["normals_time"] = time.perf_counter() - t0
     info["total_time"] = time.perf_counter() - t_start
-    return DepthResult(distance=dist, confidence=bl.confidence, normals=normals, info=_plain(info))
+    confidence = np.where(far, 0.0, bl.confidence).astype(np.float32)
+    return DepthResult(distance=dist, confidence=confidence, normals=normals, info=_plain(info))
 
 
 def _plain(obj):

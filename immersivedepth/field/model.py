@@ -11,7 +11,10 @@ box's largest extent``, so training behaves the same whatever the scene's scale.
 Layout: two hash grids (PERF's split) -- a density grid + small MLP evaluated at every sample, and a
 finer colour grid + MLP evaluated only at the samples that carry compositing weight (see ``renderer.py``).
 Colour is Lambertian by default; ``view_dependent: true`` feeds a degree-2 real spherical-harmonic encoding of
-the view direction into the colour MLP. Rays that leave the box see the background colour (learned or fixed).
+the view direction into the colour MLP. Rays that leave the box (or cross no surface) see the background: one
+colour (learned or fixed), or ``background: env_map``, a learned environment map of direction
+(:class:`~immersivedepth.field.background.EnvironmentMap`, ``env_map_width`` columns; 0 = the training panorama's
+width), for panoramas whose open doors, windows or sky have no distance.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import torch
 from torch import nn
 
 from immersivedepth.config import as_dict, from_mapping, non_negative, one_of, positive, require
+from immersivedepth.errors import ConfigError
+from immersivedepth.field.background import EnvironmentMap
 from immersivedepth.field.encodings import HashGridEncoding
 from immersivedepth.field.mlp import make_mlp
 from immersivedepth.field.sampler import OccupancyGrid
@@ -76,13 +81,19 @@ class FieldModelConfig:
     color_mlp: MLPConfig = dataclass_field(default_factory=lambda: MLPConfig(width=64, depth=2))
     view_dependent: bool = False  # true: degree-2 spherical harmonics of the view direction feed the colour MLP
     density_bias: float = 0.0  # added before trunc_exp (density = exp(raw + bias) / unit)
-    background: Any = "learned"  # colour of rays that leave the box: learned | black | white | [r, g, b]
+    # what rays that leave the box see: env_map (a learned ERP texture of direction, content at infinity, initialised
+    # from the panorama) | learned (one colour) | black | white | [r, g, b]
+    background: Any = "env_map"
+    env_map_width: int = 0  # env_map texture columns (rows = half); 0 = the training panorama's width
     scene_margin: float = 0.05  # box = bbox(supervised points + centre) grown by this x its largest extent per side
     encoding_backend: str = "auto"  # auto (tcnn on CUDA, C++ op on CPU, else torch) | torch | cpu | tcnn
 
     def __post_init__(self):
         non_negative(self.scene_margin, "field.model.scene_margin")
         one_of(self.encoding_backend, ("auto", "torch", "cpu", "tcnn"), "field.model.encoding_backend")
+        require(self.env_map_width == 0 or (self.env_map_width >= 2 and self.env_map_width % 2 == 0),
+                "field.model.env_map_width", f"must be an even number >= 2 (or 0 for the panorama's width), got "
+                f"{self.env_map_width}")
 
 
 class TruncExp(torch.autograd.Function):
@@ -129,6 +140,17 @@ def scene_bounds_from_points(points: torch.Tensor, margin: float = 0.05, include
     return lo - pad, hi + pad
 
 
+def _env_map_size(cfg: Mapping, image_size: Sequence[int] | None) -> tuple[int, int]:
+    """``(H, W)`` of the environment map: ``env_map_width`` columns, or the training panorama's when it is 0."""
+    width = int(cfg["env_map_width"])
+    if width == 0:
+        if image_size is None:
+            raise ConfigError("field.model.env_map_width: 0 (the panorama's width) needs the training image size; "
+                              "pass image_size=(H, W) or set an explicit even width")
+        width = int(image_size[1])
+    return width // 2, width
+
+
 def _per_level_scale(g: Mapping) -> float:
     levels = int(g["n_levels"])
     if levels <= 1:
@@ -156,13 +178,17 @@ class RadianceField(nn.Module):
             the defaults).
         occupancy_resolution: cells along the box's longest axis of the occupancy grid (``None``: no grid).
         render_options: sampling defaults for :func:`~immersivedepth.field.renderer.render_rays`.
+        image_size: ``(H, W)`` of the training panorama; sizes the environment map when
+            ``background: env_map`` and ``env_map_width: 0``.
 
     Attributes: ``bounds`` (``(bmin, bmax)`` world tensors), ``occupancy`` (:class:`OccupancyGrid` or ``None``),
-    ``unit`` (world length of one normalised unit), ``normal_eps`` (finite-difference step for normals).
+    ``unit`` (world length of one normalised unit), ``normal_eps`` (finite-difference step for normals),
+    ``environment`` (:class:`EnvironmentMap` or ``None``), ``directional_background`` (the background depends on
+    the ray direction: :meth:`background_color` takes directions).
     """
 
     def __init__(self, bmin, bmax, model_cfg: Mapping | None = None, *, occupancy_resolution: int | None = 128,
-                 render_options: Mapping | None = None):
+                 render_options: Mapping | None = None, image_size: Sequence[int] | None = None):
         super().__init__()
         cfg = as_dict(from_mapping(FieldModelConfig, model_cfg, "field.model"))
         self.cfg = cfg
@@ -181,14 +207,18 @@ class RadianceField(nn.Module):
         self.color_net = _mlp(n_col_in, 3, cfg["color_mlp"])
         self.density_bias = float(cfg["density_bias"])
         bg = cfg["background"]
+        self.environment = None
+        self.background_logit = None
         if bg == "learned":
             self.background_logit = nn.Parameter(torch.zeros(3))
+        elif bg == "env_map":
+            self.environment = EnvironmentMap(*_env_map_size(cfg, image_size))
         else:
             fixed = {"black": [0.0, 0.0, 0.0], "white": [1.0, 1.0, 1.0]}.get(bg, bg) if isinstance(bg, str) else bg
-            if not isinstance(fixed, Sequence) or len(fixed) != 3:
-                raise ValueError(f"field.model.background must be 'learned', 'black', 'white' or [r, g, b]; got {bg!r}")
+            if isinstance(fixed, str) or not isinstance(fixed, Sequence) or len(fixed) != 3:
+                raise ConfigError(f"field.model.background must be 'learned', 'env_map', 'black', 'white' or "
+                                  f"[r, g, b]; got {bg!r}")
             self.register_buffer("background_fixed", torch.tensor([float(v) for v in fixed]))
-            self.background_logit = None
         self.occupancy = OccupancyGrid(bmin, bmax, int(occupancy_resolution)) if occupancy_resolution else None
         self.render_options = dict(render_options or {})
 
@@ -237,8 +267,19 @@ class RadianceField(nn.Module):
         """``(sigma (N,), rgb (N, 3))`` at world points ``x`` ``(N, 3)`` along directions ``d`` ``(N, 3)``."""
         return self.density(x), self.color(x, d)
 
-    def background_color(self) -> torch.Tensor:
-        """``(3,)`` colour of rays that leave the box without hitting anything."""
+    @property
+    def directional_background(self) -> bool:
+        """True when the background depends on the ray direction (an environment map)."""
+        return self.environment is not None
+
+    def background_color(self, dirs: torch.Tensor | None = None) -> torch.Tensor:
+        """Colour of rays that leave the box without hitting anything: ``(N, 3)`` along directions ``dirs``
+        ``(N, 3)`` for an environment map (which needs them), else the one ``(3,)`` colour."""
+        if self.environment is not None:
+            if dirs is None:
+                raise ValueError("RadianceField.background_color: an environment-map background needs the ray "
+                                 "directions")
+            return self.environment(dirs)
         if self.background_logit is not None:
             return torch.sigmoid(self.background_logit)
         return self.background_fixed

@@ -22,7 +22,9 @@ class Field(Protocol):
 
     Optional, read with ``getattr`` where present: ``occupancy`` (an
     :class:`~immersivedepth.field.sampler.OccupancyGrid`: empty-space skipping), ``render_options`` (overrides of
-    the renderer's defaults), ``background_color() -> (3,)`` (colour of rays that leave the box), ``unit`` and
+    the renderer's defaults), ``background_color() -> (3,)`` (colour of rays that leave the box; a field whose
+    ``directional_background`` is true is called ``background_color(dirs (N,3)) -> (N,3)`` instead: an environment
+    map, content at infinity), ``unit`` and
     ``normal_eps`` (world lengths for losses and finite-difference normals).
     """
 

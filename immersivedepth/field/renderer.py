@@ -6,9 +6,11 @@ and the colour only where the compositing weight matters (``weight > color_weigh
 that is 1-3 samples per ray, which is what makes CPU rendering affordable), and composites::
 
     alpha_i = 1 - exp(-sigma_i * delta_i)        T_i = exp(-sum_{j<i} sigma_j * delta_j)       w_i = T_i * alpha_i
-    rgb      = sum_i w_i c_i + (1 - opacity) * background
+    rgb      = sum_i w_i c_i + (1 - opacity) * background(d)
     distance = sum_i w_i t_i + (1 - opacity) * t_far        opacity = sum_i w_i
 
+``background(d)`` is the field's background: one colour, or (``field.directional_background``) an environment map
+looked up along the ray direction ``d`` only, so content at infinity does not move with the ray origin.
 ``t_far`` is where the ray leaves the sampled range (the field's box, ``far``, or the end of the guide band), so a
 ray that crosses no surface reads as "far away". Normals (optional) are the composited negative density gradient
 (central differences, so any encoding backend works).
@@ -58,9 +60,14 @@ def composite_weights(sigma: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     return trans * (1.0 - torch.exp(-tau))
 
 
-def _background(field, n: int, ref: torch.Tensor) -> torch.Tensor:
-    bg = field.background_color() if hasattr(field, "background_color") else torch.zeros(3)
-    return bg.to(ref).reshape(1, 3).expand(n, 3)
+def _background(field, dirs: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Background colour ``(N, 3)`` of rays along ``dirs`` ``(N, 3)`` (dtype/device of ``ref``)."""
+    n = dirs.shape[0]
+    if not hasattr(field, "background_color"):
+        return ref.new_zeros(n, 3)
+    if getattr(field, "directional_background", False):
+        return field.background_color(dirs).to(ref)
+    return field.background_color().to(ref).reshape(1, 3).expand(n, 3)
 
 
 def _normals_at(field, x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -116,7 +123,7 @@ def render_samples(field, origins: torch.Tensor, dirs: torch.Tensor, samples: Ra
         rgb = rgb * (opacity / w_sel.clamp_min(1e-10))[:, None]
     distance = (weights * samples.t).sum(1)
     if background:
-        rgb = rgb + (1.0 - opacity)[:, None] * _background(field, n, rgb_s)
+        rgb = rgb + (1.0 - opacity)[:, None] * _background(field, dirs, rgb_s)
         distance = distance + (1.0 - opacity) * t_far
     out = {
         "rgb": rgb,
@@ -197,7 +204,7 @@ def _render_rounds(field, origins, dirs, seg, t0, t1, coarse_step, opts, *, pert
                 full = torch.zeros((n,) + tuple(o[k].shape[1:]), dtype=o[k].dtype, device=o[k].device)
                 kept[k].append(full.index_put((ia,), o[k]))
     trans = trans.clamp_min(0.0)
-    out = {"rgb": rgb + trans[:, None] * _background(field, n, rgb), "distance": dist + trans * t1,
+    out = {"rgb": rgb + trans[:, None] * _background(field, dirs, rgb), "distance": dist + trans * t1,
            "opacity": 1.0 - trans, "n_density": n_density, "n_color": n_color}
     if compute_normals:
         out["normal"] = nrm / nrm.norm(dim=-1, keepdim=True).clamp_min(1e-12)

@@ -28,6 +28,12 @@ Appearance:
   does not depend on the viewing direction, so every surface point has one colour from every
   viewpoint (what a radiance field without view dependence can represent exactly).
 
+Openings and the far background: a room face may have rectangular :class:`Opening` s (an open door, a window).
+A ray that leaves the room through one sees the scene's ``far`` material at infinity: a texture of the ray
+*direction* only (evaluated on the unit sphere, prefiltered with the pixel's angular footprint, not lit), so it
+does not shift when the camera moves. Such rays report ``distance = inf`` and ``object_id = -1``; the bundled data
+marks them invalid (distance 0) the way real depth sensors do. Surface sampling and meshes ignore openings.
+
 Cameras must sit in free space (inside the room, outside every object): rays that start inside
 a solid are not handled (they see through it); :meth:`Scene.render_panorama` and
 :meth:`Scene.render_camera` refuse such positions. :meth:`Scene.occupancy` tells free space apart.
@@ -52,6 +58,7 @@ __all__ = [
     "value_noise",
     "Material",
     "Lighting",
+    "Opening",
     "Room",
     "Box",
     "Sphere",
@@ -297,16 +304,45 @@ def _box_mesh(lo: np.ndarray, hi: np.ndarray, inward: bool):
 
 
 @dataclass(frozen=True)
+class Opening:
+    """A rectangular hole in one room face: ``face`` (0..5, the order of :class:`Room` materials) and the
+    rectangle ``lo <= x <= hi`` on that face's plane (the face's own axis of ``lo``/``hi`` is ignored)."""
+
+    name: str
+    face: int
+    lo: tuple[float, float, float]
+    hi: tuple[float, float, float]
+
+    def __post_init__(self):
+        if self.face not in range(6):
+            raise ValueError(f"Opening {self.name!r}: face must be 0..5 (-x, +x, -y, +y, -z, +z), got {self.face}")
+
+    def contains(self, points: np.ndarray) -> np.ndarray:
+        """``(N,)`` True where points ``(N,3)`` on the face plane lie inside the rectangle."""
+        axis = self.face // 2
+        inside = np.ones(points.shape[0], dtype=bool)
+        for a in range(3):
+            if a != axis:
+                inside &= (points[:, a] >= self.lo[a]) & (points[:, a] <= self.hi[a])
+        return inside
+
+    def describe(self) -> dict:
+        return {"name": self.name, "face": self.face, "min": list(self.lo), "max": list(self.hi)}
+
+
+@dataclass(frozen=True)
 class Room:
     """The room's interior ``lo <= x <= hi`` (an inverted box); normals point into the room.
 
     ``materials``: six materials for the faces, order (-x, +x, -y (floor), +y (ceiling), -z, +z).
+    ``openings``: holes in the faces (rays leaving through them hit nothing: the scene's far background).
     """
 
     lo: tuple[float, float, float]
     hi: tuple[float, float, float]
     materials: tuple[Material, ...]
     name: str = "room"
+    openings: tuple[Opening, ...] = ()
     kind = "room"
 
     def __post_init__(self):
@@ -316,10 +352,15 @@ class Room:
             raise ValueError(f"Room bounds must satisfy lo < hi on every axis, got lo={self.lo}, hi={self.hi}")
 
     def intersect(self, rays: _Rays):
-        """Exit point of the rays through the room box: t ``(N,)`` (inf = miss) and ``normal(sel)`` -> inward
-        unit normals ``(M,3)`` of the selected rays."""
+        """Exit point of the rays through the room box: t ``(N,)`` (inf = miss or through an opening) and
+        ``normal(sel)`` -> inward unit normals ``(M,3)`` of the selected rays."""
         tnear, tfar, _, afar = _slabs(rays, self.lo, self.hi)
         hit = (tnear <= tfar) & (tfar > _T_MIN) & np.isfinite(tfar)
+        if self.openings:
+            p = rays.o + np.where(hit, tfar, 0.0)[:, None] * rays.d
+            face = 2 * afar + (rays.d[np.arange(rays.n), afar] > 0)  # exit through the lo (-) or hi (+) face
+            for op in self.openings:
+                hit &= ~((face == op.face) & op.contains(p))
         return np.where(hit, tfar, np.inf), _axis_normal_fn(rays, afar)
 
     def face_index(self, normals: np.ndarray) -> np.ndarray:
@@ -349,8 +390,11 @@ class Room:
         return _box_mesh(np.asarray(self.lo, float), np.asarray(self.hi, float), inward=True)
 
     def describe(self) -> dict:
-        return {"kind": "room", "name": self.name, "min": list(self.lo), "max": list(self.hi),
-                "materials": [m.name for m in self.materials]}
+        out = {"kind": "room", "name": self.name, "min": list(self.lo), "max": list(self.hi),
+               "materials": [m.name for m in self.materials]}
+        if self.openings:
+            out["openings"] = [o.describe() for o in self.openings]
+        return out
 
 
 @dataclass(frozen=True)
@@ -576,15 +620,17 @@ class Scene:
     """A room with solid objects; see the module docstring for geometry, textures and shading.
 
     ``objects``: boxes, spheres, cylinders. Object ids: 0 = the room, ``i + 1`` = ``objects[i]``,
-    -1 = no hit (only for rays leaving a room they did not start in). ``chunk_size`` bounds memory
-    (rays per vectorised batch). ``footprint_scale``: pixel footprint standard deviation as a
-    fraction of the pixel's angular size used by the renderers' texture prefilter.
+    -1 = no hit (rays through a room opening, or leaving a room they did not start in). ``far``: the material
+    seen at infinity by rays that hit nothing (a function of the direction only; ``None``: black).
+    ``chunk_size`` bounds memory (rays per vectorised batch). ``footprint_scale``: pixel footprint standard
+    deviation as a fraction of the pixel's angular size used by the renderers' texture prefilter.
     """
 
     name: str
     room: Room
     objects: list
     lighting: Lighting = field(default_factory=Lighting)
+    far: Material | None = None
     chunk_size: int = 1 << 16
     footprint_scale: float = 0.5
 
@@ -666,11 +712,20 @@ class Scene:
             fp = None if footprint is None else footprint[sel]
             alb = self.primitives[pid].albedo(p[sel], best_n[sel], d[sel], fp)
             rgb[sel] = alb * self.lighting.shade(p[sel], best_n[sel])[:, None]
+        if self.far is not None and not hit.all():
+            rgb[~hit] = self.far_color(d[~hit], None if cone is None else cone[~hit])
         out["distance"][s:e] = best_t
         out["rgb"][s:e] = np.clip(rgb, 0.0, 1.0)
         out["normal"][s:e] = best_n
         out["object_id"][s:e] = best_id
         out["point"][s:e] = np.where(hit[:, None], p, np.nan)
+
+    def far_color(self, dirs: np.ndarray, cone: np.ndarray | None = None) -> np.ndarray:
+        """Colour ``(N,3)`` of the far background along unit ``dirs`` ``(N,3)``: the ``far`` material on the unit
+        sphere (so it depends on the direction only), prefiltered with the angular footprint ``cone`` ``(N,)``."""
+        if self.far is None:
+            return np.zeros((dirs.shape[0], 3))
+        return self.far.albedo(dirs, -dirs, dirs, cone)
 
     # ------------------------------------------------------------------ free space
     def occupancy(self, points) -> np.ndarray:
@@ -878,7 +933,7 @@ class Scene:
             "room": self.room.describe(),
             "objects": [o.describe() for o in self.objects],
             "lighting": self.lighting.describe(),
-        }
+        } | ({"far": self.far.describe()} if self.far is not None else {})
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -994,7 +1049,29 @@ def _cluttered_room() -> Scene:
     return Scene("cluttered_room", room, objects, lr.lighting)
 
 
-_SCENES = {"living_room": _living_room, "empty_room": _empty_room, "cluttered_room": _cluttered_room}
+
+def _open_room() -> Scene:
+    """The living room with an open door (east wall) and a window (north wall) onto a far, textured background at
+    infinity: sky-like gradient above the horizon, ground-like bands below, smooth clouds (all in direction)."""
+    lr = _living_room()
+    lo, hi = lr.room.lo, lr.room.hi
+    openings = (
+        Opening("door_east", 1, (hi[0], lo[1], -1.7), (hi[0], 0.9, -0.2)),
+        Opening("window_north", 4, (-2.3, -0.4, lo[2]), (-0.5, 1.0, lo[2])),
+    )
+    room = Room(lo, hi, lr.room.materials, lr.room.name, openings)
+    # waves in the unit direction d (d_y = sin(latitude)): blue sky above, grey-brown ground below, horizon bands,
+    # then smooth noise (clouds / far hills); frequencies in cycles per unit of d
+    far = Material("far_background", (0.45, 0.55, 0.62), tuple(
+        stripes(1, 4.0, (0.05, 0.12, 0.25), phase=-math.pi / 2)   # amp * sin(pi/2 d_y)
+        + stripes(1, 0.5, (0.05, 0.06, 0.03), phase=0.4)
+        + value_noise(81, 6, 1.0, 4.0, (0.18, 0.16, 0.12))
+    ))
+    return Scene("open_room", room, lr.objects, lr.lighting, far)
+
+
+_SCENES = {"living_room": _living_room, "empty_room": _empty_room, "cluttered_room": _cluttered_room,
+           "open_room": _open_room}
 SCENE_NAMES = tuple(_SCENES)
 
 

@@ -144,7 +144,7 @@ def field_from_checkpoint(payload: dict, device="cpu", path=None):
     """Rebuild the field stored in a loaded checkpoint ``payload`` (on ``device``, eval mode)."""
     cfg = resolve_config(json.loads(payload["config"]))
     state = payload["model"]
-    field = build_field(cfg, state["bmin"], state["bmax"])
+    field = build_field(cfg, state["bmin"], state["bmax"], image_size=payload.get("image_size"))
     try:
         field.load_state_dict(state)
     except RuntimeError as exc:

@@ -56,13 +56,16 @@ class SamplingConfig:
     color_weight_threshold: float = 1.0e-4  # colour evaluated only where the compositing weight exceeds this
     train_color_samples: int = 4  # training: colour only at each ray's 4 largest weights (pushes weights together)
     render_color_samples: int = 4  # rendering: colour at the 4 largest weights per round, renormalised (0 = all)
+    # pixels without a distance (colour only, onto the background) are drawn this many times as often as the others
+    # (1: every pixel equally likely, so the colour loss is the panorama's mean squared error)
+    far_ray_weight: float = 1.0
 
     def __post_init__(self):
         for key in ("band_rel", "band_min_cells", "band_samples", "front_cache_segments", "coarse_step_cells",
                     "max_segments", "per_segment", "max_total_segments"):
             positive(getattr(self, key), f"field.sampling.{key}")
         for key in ("front_segments", "min_transmittance", "color_weight_threshold", "train_color_samples",
-                    "render_color_samples"):
+                    "render_color_samples", "far_ray_weight"):
             non_negative(getattr(self, key), f"field.sampling.{key}")
 
 
@@ -203,8 +206,10 @@ def render_options_from(cfg: Mapping, cell_size: float) -> dict:
             "color_samples": int(s["render_color_samples"]) or None}
 
 
-def build_field(cfg: Mapping, bmin, bmax) -> RadianceField:
-    """A fresh :class:`RadianceField` for the resolved config ``cfg`` over the world box ``[bmin, bmax]``."""
-    field = RadianceField(bmin, bmax, cfg["model"], occupancy_resolution=int(cfg["grid"]["resolution"]))
+def build_field(cfg: Mapping, bmin, bmax, image_size=None) -> RadianceField:
+    """A fresh :class:`RadianceField` for the resolved config ``cfg`` over the world box ``[bmin, bmax]``
+    (``image_size`` ``(H, W)``: the training panorama's, which sizes an environment-map background)."""
+    field = RadianceField(bmin, bmax, cfg["model"], occupancy_resolution=int(cfg["grid"]["resolution"]),
+                          image_size=image_size)
     field.render_options = render_options_from(cfg, float(field.occupancy.cell_size.min()))
     return field

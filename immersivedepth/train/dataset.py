@@ -3,7 +3,9 @@
 Every pixel ``(v, u)`` gives a ray from the origin (the panorama centre) along ``sphere.erp_directions``; its
 colour and supervised distance are the pixel's values. Masks (PERF found these useful, FACTS.md):
 
-* ``valid``: the distance is finite and > 0. Invalid pixels are not trained on at all.
+* ``valid``: the distance is finite and > 0. The other pixels (0 = unknown, +inf = far, NaN) are "far rays": they
+  have no distance to supervise, but their colour is still trained -- the ray crosses whatever the field holds and
+  ends on the background model (``far_dirs``/``far_rgb``; an open door, a window, the sky).
 * ``edge``: a depth discontinuity -- the relative distance jump to one of the 4 neighbours (longitude wraps)
   exceeds ``edge_threshold``, or a neighbour is invalid; dilated by ``edge_dilation`` pixels.
 * ``grazing``: the surface normal (cross product of the back-projected points' finite differences) makes an
@@ -139,6 +141,8 @@ class PanoramaRays:
     Attributes (``P`` = number of valid pixels): ``dirs (P,3)``, ``rgb (P,3)``, ``distance (P,)``,
     ``depth_mask (P,)`` (distance loss), ``color_mask (P,)``, ``normals (P,3)``, ``pixel (P,)`` flat pixel index,
     ``points (P,3)`` back-projected supervision points; ``height``, ``width``, ``masks`` (the full ``(H,W)`` masks).
+    Far rays (``F`` = pixels without a valid distance, colour only): ``far_dirs (F,3)``, ``far_rgb (F,3)``,
+    ``far_pixel (F,)``.
     """
 
     def __init__(self, rgb, distance, masks: Mapping | None = None, device: str | torch.device = "cpu"):
@@ -177,6 +181,10 @@ class PanoramaRays:
         self.color_mask = torch.ones_like(self.depth_mask) if bool(cfg["color_on_masked"]) else self.depth_mask.clone()
         self.normals = t(m["normals"].reshape(-1, 3)[pix])
         self.points = self.dirs * self.distance[:, None]
+        far = np.nonzero(~flat_valid)[0]
+        self.far_pixel = t(far, torch.long)
+        self.far_dirs = t(sphere.erp_directions(h, w).reshape(-1, 3)[far])
+        self.far_rgb = t(np.clip(rgb.reshape(-1, 3)[far], 0.0, 1.0))
 
     def __len__(self) -> int:
         return int(self.pixel.shape[0])

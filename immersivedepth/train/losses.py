@@ -31,7 +31,7 @@ class LossWeights:
         return cls(**{k: loss[k] for k in cls.__dataclass_fields__})
 
 
-def losses(outputs: Mapping, batch, weights: LossWeights) -> dict:
+def losses(outputs: Mapping, batch, weights: LossWeights, far_rgb: torch.Tensor | None = None) -> dict:
     """Every training loss term of one step and their weighted sum ``total`` (scalar tensors).
 
     Args:
@@ -39,11 +39,16 @@ def losses(outputs: Mapping, batch, weights: LossWeights) -> dict:
             ``weights``/``t``/``delta`` ``(B,K)``, ``normal (B,3)`` when the normal term is on).
         batch: a :class:`~immersivedepth.train.sampler.TrainBatch` (targets, masks, optional per-ray weights).
         weights: the term weights.
+        far_rgb: ``(F,3)`` rendered colours of the batch's far rays (pixels without a distance): they join the colour
+            term only (their targets ``batch.far_rgb``), no distance, distortion or opacity term.
     """
     cm, dm = batch.color_mask, batch.depth_mask
     cw = None if batch.color_weight is None else batch.color_weight[cm]
-    l_col = color_loss(outputs["rgb"][cm], batch.rgb[cm], kind=weights.color_kind, beta=weights.color_beta,
-                       weight=cw)
+    pred, target = outputs["rgb"][cm], batch.rgb[cm]
+    if far_rgb is not None and far_rgb.shape[0]:
+        pred, target = torch.cat([pred, far_rgb]), torch.cat([target, batch.far_rgb])
+        cw = None if cw is None else torch.cat([cw, cw.new_ones(far_rgb.shape[0])])
+    l_col = color_loss(pred, target, kind=weights.color_kind, beta=weights.color_beta, weight=cw)
     l_dist = distance_loss(outputs["distance"], batch.distance, dm, beta=weights.distance_beta,
                            relative=weights.distance_relative, weight=batch.distance_weight)
     l_dst = distortion_loss(outputs["weights"], outputs["t"], outputs["delta"], scale=batch.scale)

@@ -70,6 +70,8 @@ class SupervisionRays:
     ``depth_mask (P,)``, ``color_mask (P,)``, ``normals (P,3)``, ``points (P,3)`` (world), ``color_weight (P,)`` and
     ``distance_weight (P,)`` (``None`` when every weight is 1, which keeps the plain-mean losses), ``panorama (P,)``
     index into the list; ``height``/``width``/``masks`` of the first (input) panorama.
+    Far rays (``F`` pixels without a distance, trained in colour only onto the background): ``far_origins (F,3)``,
+    ``far_dirs (F,3)``, ``far_rgb (F,3)``.
     """
 
     def __init__(self, panoramas: Sequence[PosedPanorama], masks: Mapping | None = None,
@@ -81,6 +83,10 @@ class SupervisionRays:
         self.height, self.width, self.masks = first.height, first.width, first.masks
         cat = lambda name: torch.cat([getattr(r, name) for r in parts]) if len(parts) > 1 else getattr(first, name)  # noqa: E731
         self.dirs, self.rgb, self.distance = cat("dirs"), cat("rgb"), cat("distance")
+        self.far_dirs, self.far_rgb = cat("far_dirs"), cat("far_rgb")
+        self.far_origins = torch.cat([
+            torch.as_tensor(np.asarray(p.position, np.float32), device=device).reshape(1, 3).expand(len(r.far_rgb), 3)
+            for p, r in zip(panoramas, parts)]).contiguous()
         self.depth_mask, self.color_mask, self.normals = cat("depth_mask"), cat("color_mask"), cat("normals")
         origins, cw, dw, which = [], [], [], []
         weighted = False

@@ -83,7 +83,8 @@ def evaluate_view(field, rgb: np.ndarray, distance: np.ndarray, *, position=(0.0
     """Render the panorama pixels (every ``stride``-th row/column) from ``position`` and score them.
 
     ``rgb (H,W,3)``, ``distance (H,W)`` reference (0 = invalid), optional ``mask (H,W)`` restricting both scores.
-    Returns ``psnr`` (dB, over all scored pixels), ``abs_rel`` (valid distances only), ``n_pixels``, ``seconds``
+    Returns ``psnr`` (dB, over all scored pixels), ``psnr_valid`` / ``psnr_far`` (pixels with / without a valid
+    reference distance; NaN when there are none), ``abs_rel`` (valid distances only), ``n_pixels``, ``seconds``
     and the rendered ``rgb``/``distance`` at the strided resolution.
     """
     t0 = time.perf_counter()
@@ -99,10 +100,15 @@ def evaluate_view(field, rgb: np.ndarray, distance: np.ndarray, *, position=(0.0
     gt_rgb = rgb[vv, uu]
     gt_d = distance[vv, uu]
     m = np.ones(vv.shape, bool) if mask is None else mask[vv, uu]
-    mse = float(((pr - gt_rgb) ** 2)[m].mean()) if m.any() else float("nan")
+    sq = ((pr - gt_rgb) ** 2).mean(-1)
     valid = m & np.isfinite(gt_d) & (gt_d > 0)
+
+    def psnr_on(sel):
+        return psnr_from_mse(float(sq[sel].mean())) if sel.any() else float("nan")
+
     abs_rel = float((np.abs(pd - gt_d)[valid] / gt_d[valid]).mean()) if valid.any() else float("nan")
-    return {"psnr": psnr_from_mse(mse), "abs_rel": abs_rel, "n_pixels": int(m.sum()),
+    return {"psnr": psnr_on(m), "psnr_valid": psnr_on(valid), "psnr_far": psnr_on(m & ~valid), "abs_rel": abs_rel,
+            "n_pixels": int(m.sum()),
             "seconds": time.perf_counter() - t0, "rgb": pr, "distance": pd}
 
 
@@ -220,7 +226,10 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             bmin, bmax = scene_bounds_from_points(self.rays.input_points.cpu(), float(cfg["model"]["scene_margin"]))
-            self.field = build_field(cfg, bmin, bmax).to(device)
+            self.field = build_field(cfg, bmin, bmax, image_size=(self.rays.height, self.rays.width)).to(device)
+        if self.field.environment is not None:
+            # what lies beyond the scene, as seen from its centre (a checkpoint's texture replaces it on resume)
+            self.field.environment.init_from_panorama(np.asarray(self.input.rgb, np.float32))
         self.field.occupancy.seed_from_points(self.rays.input_points, int(cfg["grid"]["dilation"]))
         oc = cfg["optim"]
         self.optimizer = torch.optim.Adam(self.field.parameters(), lr=float(oc["lr"]), betas=tuple(oc["betas"]),
@@ -281,7 +290,12 @@ class Trainer:
                              max_color_samples=int(sc["train_color_samples"]) or None,
                              renormalize_color=bool(int(sc["train_color_samples"])),
                              compute_normals=self.loss_weights.normal > 0)
-        terms = losses(out, batch, self.loss_weights)
+        far_rgb = None
+        if batch.far_dirs.shape[0]:
+            # pixels without a distance: through the occupancy grid to the box exit, onto the background
+            far_rgb = render_rays(field, batch.far_origins, batch.far_dirs, perturb=True,
+                                  generator=self.generator)["rgb"]
+        terms = losses(out, batch, self.loss_weights, far_rgb)
         self.optimizer.zero_grad(set_to_none=True)
         terms["total"].backward()
         self.optimizer.step()
@@ -292,7 +306,10 @@ class Trainer:
             self.sampler.refresh()
         with torch.no_grad():
             cm = batch.color_mask
-            mse = float(torch.mean((out["rgb"][cm].clamp(0, 1) - batch.rgb[cm]) ** 2))
+            pred, target = out["rgb"][cm], batch.rgb[cm]
+            if far_rgb is not None:
+                pred, target = torch.cat([pred, far_rgb]), torch.cat([target, batch.far_rgb])
+            mse = float(torch.mean((pred.clamp(0, 1) - target) ** 2))
         return {"step": self.step, "loss": float(terms["total"].detach()), "color": float(terms["color"].detach()),
                 "distance": float(terms["distance"].detach()), "distortion": float(terms["distortion"].detach()),
                 "opacity": float(terms["opacity"].detach()), "normal": float(terms["normal"].detach()),
@@ -362,7 +379,8 @@ class Trainer:
                      int(logc["eval_chunk"]))
         self.field.eval()
         ev = self.evaluate_input(stride=int(logc["eval_stride"]), chunk=int(logc["eval_chunk"]))
-        return {"steps": step, "psnr": ev["psnr"], "abs_rel": ev["abs_rel"], "wall_time": train_wall,
+        return {"steps": step, "psnr": ev["psnr"], "psnr_valid": ev["psnr_valid"], "psnr_far": ev["psnr_far"],
+                "abs_rel": ev["abs_rel"], "wall_time": train_wall,
                 "eval_time": ev["seconds"], "n_rays": int((self.rays.panorama == 0).sum()), "checkpoint": str(last),
                 "stopped_early": step < total}
 
