@@ -73,7 +73,8 @@ def test_weighted_losses_reduce_to_plain_means_and_scale_by_weight():
     batch = TrainBatch(idx=torch.arange(b), origins=torch.zeros(b, 3), dirs=torch.zeros(b, 3), distance=d_true[:b],
                        far=d_true[:b] + 0.1, samples=None, rgb=target[:b], color_mask=torch.ones(b, dtype=torch.bool),
                        depth_mask=torch.ones(b, dtype=torch.bool), normals=torch.zeros(b, 3), color_weight=None,
-                       distance_weight=None, scale=2.0)
+                       distance_weight=None, scale=2.0, far_origins=torch.zeros(0, 3), far_dirs=torch.zeros(0, 3),
+                       far_rgb=torch.zeros(0, 3))
     k = 5
     out = {"rgb": pred[:b], "distance": d_pred[:b], "opacity": torch.full((b,), 0.75),
            "weights": torch.rand(b, k, generator=g), "t": torch.sort(torch.rand(b, k, generator=g), 1).values,
