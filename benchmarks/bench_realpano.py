@@ -30,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -39,6 +38,7 @@ from immersivedepth import io  # noqa: E402
 from immersivedepth.eval.metrics import psnr, ws_psnr  # noqa: E402
 from immersivedepth.field.renderer import render_panorama  # noqa: E402
 from immersivedepth.scenes.synthetic import make_scene  # noqa: E402
+from immersivedepth.stages.schema import compose_config  # noqa: E402
 from immersivedepth.train.checkpoint import load_trained_field  # noqa: E402
 from immersivedepth.train.config import resolve_config  # noqa: E402
 from immersivedepth.train.trainer import train_field  # noqa: E402
@@ -86,9 +86,7 @@ def split_scores(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray) -> dict:
 def preset_config(preset: str) -> dict:
     """The resolved ``field`` config of a preset (``configs/field/<preset>.yaml`` is an overlay on the schema's
     defaults; its ``defaults`` list only chains default.yaml, which changes nothing)."""
-    over = yaml.safe_load(open(REPO / "configs" / "field" / f"{preset}.yaml")) or {}
-    over.pop("defaults", None)
-    return resolve_config(over)
+    return resolve_config(compose_config([f"field={preset}"]).field)
 
 
 def run_one(name: str, data: dict, preset: str, args) -> dict:

@@ -32,18 +32,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from immersivedepth import sphere  # noqa: E402
+from immersivedepth.config import to_plain  # noqa: E402
 from immersivedepth.eval.config import EvaluateConfig  # noqa: E402
 from immersivedepth.eval.metrics import depth_metrics  # noqa: E402
 from immersivedepth.eval.novel_view import image_metrics  # noqa: E402
 from immersivedepth.eval.visibility import hit_points, visible_mask  # noqa: E402
 from immersivedepth.field.renderer import render_panorama  # noqa: E402
 from immersivedepth.scenes.synthetic import make_scene  # noqa: E402
+from immersivedepth.stages.schema import compose_config  # noqa: E402
 from immersivedepth.train.trainer import train_field  # noqa: E402
 
 POSES = {"x+0.20": (0.2, 0.0, 0.0), "z-0.20": (0.0, 0.0, -0.2), "x+0.50": (0.5, 0.0, 0.0), "z-0.50": (0.0, 0.0, -0.5)}
@@ -86,7 +87,7 @@ def main(argv=None) -> int:
     refs = {name: references(scene, rgb0, h, w, p) for name, p in POSES.items()}
     rows = []
     for preset in args.presets:
-        cfg = yaml.safe_load(open(REPO / "configs" / "field" / f"{preset}.yaml"))
+        cfg = to_plain(compose_config([f"field={preset}"]).field)
         run = Path(args.out) / preset
         t = time.perf_counter()
         s = train_field(rgb0, dist0, run, cfg, seed=args.seed, progress=False)

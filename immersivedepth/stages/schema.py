@@ -11,14 +11,20 @@ Import this module before Hydra composes a config (``perf_runner.py`` and ``app.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
+from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig
 
 from immersivedepth.stages.config import RunConfig
 from immersivedepth.stages.registry import all_stages
 
-__all__ = ["register_configs"]
+__all__ = ["register_configs", "compose_config", "CONFIG_DIR"]
+
+#: the repository's config folder (the command line's); scripts and benchmarks compose from it
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 _DONE: list[bool] = []
 
@@ -36,3 +42,11 @@ def register_configs() -> None:
     for stage in groups:
         cs.store(group=stage.config_group, name="schema", node=stage.config_schema)
     _DONE.append(True)
+
+
+def compose_config(overrides=(), config_name: str = "nerf") -> DictConfig:
+    """The config exactly as the command line composes it from ``configs/`` (for scripts and benchmarks):
+    e.g. ``compose_config(["field=fast"]).field``."""
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(config_name=config_name, overrides=list(overrides))
