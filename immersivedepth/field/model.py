@@ -151,13 +151,11 @@ def _env_map_size(cfg: Mapping, image_size: Sequence[int] | None) -> tuple[int, 
 
 
 def _hash_grid(g: Mapping, backend: str):
+    pls = per_level_scale_for(int(g["base_resolution"]), float(g["finest_resolution"]), int(g["n_levels"]))
     return HashGridEncoding(n_input_dims=3, n_levels=int(g["n_levels"]),
                             n_features_per_level=int(g["n_features_per_level"]),
                             log2_hashmap_size=int(g["log2_hashmap_size"]), base_resolution=int(g["base_resolution"]),
-                            per_level_scale=per_level_scale_for(int(g["base_resolution"]),
-                                                                    float(g["finest_resolution"]),
-                                                                    int(g["n_levels"])),
-                            backend=backend)
+                            per_level_scale=pls, backend=backend)
 
 
 def _mlp(n_in: int, n_out: int, m: Mapping):
