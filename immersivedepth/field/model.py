@@ -40,7 +40,7 @@ __all__ = ["RadianceField", "TruncExp", "trunc_exp", "sh_encoding", "scene_bound
 
 @dataclass
 class HashGridConfig:
-    """A multiresolution hash grid (tinycudann semantics, FACTS.md)."""
+    """A multiresolution hash grid (tinycudann semantics, see ``field/encodings.py``)."""
 
     n_levels: int = 12
     n_features_per_level: int = 2
