@@ -2,10 +2,12 @@
 
     python benchmarks/bench_render.py                      # trains a small field on the bundled scene first
     python benchmarks/bench_render.py --run exp/living_room/default   # use a trained run (its field + distance)
+    python benchmarks/bench_render.py --only-speed         # just the frames/s rows (old vs new inference path)
 
 Rows (printed as a markdown table; ``--json out.json`` also writes the raw numbers):
-* frames/s of 512x256 equirectangular panoramas and 512x512 perspective frames (CPU, RGB + distance + normals
-  off, i.e. what the videos need), on the trained field;
+* frames/s and rays/s of 512x256 equirectangular panoramas and 512x512 perspective frames (CPU, RGB + distance,
+  normals off, i.e. what the videos and the inpainting anchors need), on the trained field, with the forward-only
+  "packed" inference path (the default) and the original "padded" path side by side, frames interleaved;
 * marching-tetrahedra time and peak memory (RSS growth of a fresh process) at 256^3 and 512^3 lattices, on the
   trained field (sparse bricks) — and on the analytic stand-in field of the tests;
 * Chamfer distance (mean of accuracy and completeness, metres; see ``mesh_accuracy``) and F-score@5 cm of the
@@ -96,7 +98,9 @@ def marching_benchmark(run, resolution):
     return out
 
 
-def render_fps(field, kind: str, width: int, height: int, n: int) -> float:
+def render_fps(field, kind: str, width: int, height: int, n: int, paths=("padded", "packed")) -> dict:
+    """Frames/s of ``n`` poses per inference path (renderer option ``inference``), the paths interleaved frame by
+    frame so both see the same machine load."""
     from immersivedepth import sphere
     from immersivedepth.render.frames import render_pose
     from immersivedepth.render.poses import CameraPose
@@ -104,11 +108,15 @@ def render_fps(field, kind: str, width: int, height: int, n: int) -> float:
     poses = [CameraPose(position=[0.3 * np.sin(i), 0.0, 0.3 * np.cos(i)], type=kind, width=width, height=height,
                         rotation=sphere.yaw_pitch_roll(0.5 * i) if kind == "perspective" else np.eye(3),
                         fov_deg=90.0) for i in range(n)]
-    render_pose(field, poses[0], normals=False)  # warm-up
-    t = time.perf_counter()
+    secs = dict.fromkeys(paths, 0.0)
+    for path in paths:  # warm-up
+        render_pose(field, poses[0], normals=False, render_kwargs={"options": {"inference": path}})
     for p in poses:
-        render_pose(field, p, normals=False)
-    return n / (time.perf_counter() - t)
+        for path in paths:
+            t = time.perf_counter()
+            render_pose(field, p, normals=False, render_kwargs={"options": {"inference": path}})
+            secs[path] += time.perf_counter() - t
+    return {path: n / secs[path] for path in paths}
 
 
 def mesh_accuracy(mesh_vertices, mesh_faces, scene, gt_points, n: int = 1_000_000):
@@ -146,6 +154,7 @@ def main():
                     help="marching-tetrahedra sizes also run on the analytic stand-in field")
     ap.add_argument("--skip-analytic", action="store_true")
     ap.add_argument("--skip-speed", action="store_true", help="skip the frames/s rows")
+    ap.add_argument("--only-speed", action="store_true", help="only the frames/s rows (no meshes, no Chamfer)")
     ap.add_argument("--json", help="also write the numbers here")
     args = ap.parse_args()
 
@@ -162,10 +171,18 @@ def main():
     results: dict = {"threads": torch.get_num_threads()}
     field = _load_field(run)
     if not args.skip_speed:
-        results["erp_512x256_fps"] = render_fps(field, "equirectangular", 512, 256, args.frames)
-        results["persp_512x512_fps"] = render_fps(field, "perspective", 512, 512, args.frames)
-        print(f"render: {results['erp_512x256_fps']:.3f} ERP fps, {results['persp_512x512_fps']:.3f} persp. fps",
-              flush=True)
+        for key, kind, w, h in (("erp_512x256", "equirectangular", 512, 256),
+                                ("persp_512x512", "perspective", 512, 512)):
+            fps = render_fps(field, kind, w, h, args.frames)
+            results[f"{key}_fps"] = fps["packed"]
+            results[f"{key}_fps_padded"] = fps["padded"]
+            print(f"render {key}: packed {fps['packed']:.3f} fps ({fps['packed'] * w * h:,.0f} rays/s), padded (old) "
+                  f"{fps['padded']:.3f} fps ({fps['padded'] * w * h:,.0f} rays/s): "
+                  f"{fps['packed'] / fps['padded']:.2f}x", flush=True)
+    if args.only_speed:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return
     for res in args.resolutions:
         results[f"mc_{res}_trained"] = marching_benchmark(run, res)
         print(f"mc {res}^3 trained: {results[f'mc_{res}_trained']}", flush=True)
@@ -196,8 +213,12 @@ def main():
 
     rows = []
     if "erp_512x256_fps" in results:
-        rows += [("ERP 512x256 frames/s (CPU, trained field)", f"{results['erp_512x256_fps']:.3f}"),
-                 ("perspective 512x512 frames/s (CPU, trained field)", f"{results['persp_512x512_fps']:.3f}")]
+        for key, label, rays in (("erp_512x256", "ERP 512x256", 512 * 256), ("persp_512x512", "perspective 512x512",
+                                                                              512 * 512)):
+            new_fps, old_fps = results[f"{key}_fps"], results[f"{key}_fps_padded"]
+            rows.append((f"{label} frames/s (CPU, trained field), packed / padded (old) inference",
+                         f"{new_fps:.3f} / {old_fps:.3f} ({new_fps * rays:,.0f} / {old_fps * rays:,.0f} rays/s, "
+                         f"{new_fps / old_fps:.2f}x)"))
     for res in args.resolutions:
         for kind in ("trained", "analytic"):
             k = f"mc_{res}_{kind}"

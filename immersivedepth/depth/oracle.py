@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from immersivedepth import sphere
-from immersivedepth.scenes.synthetic import make_scene
+from immersivedepth.scenes.synthetic import make_scene, ray_box_slabs
 
 __all__ = ["BoxRoomScene", "OracleDepthModel", "load_scene"]
 
@@ -55,20 +55,13 @@ class BoxRoomScene:
         """Rays ``(N, 3)`` -> distance ``(N,)``, rgb ``(N, 3)``, normal ``(N, 3)`` (facing the ray), object_id."""
         o = np.asarray(origins, np.float64)
         d = np.asarray(dirs, np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            inv = 1.0 / np.where(np.abs(d) < 1e-12, 1e-12, d)
-        t1, t2 = (self.lo - o) * inv, (self.hi - o) * inv
-        tmax = np.maximum(t1, t2)
-        t = tmax.min(axis=1)
-        axis = tmax.argmin(axis=1)
+        _, t, _, axis = ray_box_slabs(o, d, self.lo, self.hi)  # the room's walls: where the ray leaves it
         obj = np.zeros(len(o), np.int64)
         for k, (a, b) in enumerate(self.boxes, start=1):
-            s1, s2 = (a - o) * inv, (b - o) * inv
-            near = np.minimum(s1, s2)
-            tn, tf = near.max(axis=1), np.maximum(s1, s2).min(axis=1)
+            tn, tf, near_axis, _ = ray_box_slabs(o, d, a, b)
             hit = (tn <= tf) & (tn > 1e-6) & (tn < t)
             t = np.where(hit, tn, t)
-            axis = np.where(hit, near.argmax(axis=1), axis)
+            axis = np.where(hit, near_axis, axis)
             obj = np.where(hit, k, obj)
         p = o + t[:, None] * d
         normal = np.zeros_like(p)

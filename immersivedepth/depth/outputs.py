@@ -25,19 +25,28 @@ DEPTH_FILES = (
 )
 
 
-def depth_point_cloud(rgb: np.ndarray, distance: np.ndarray, normals: np.ndarray | None = None, *,
+def depth_point_cloud(rgb: np.ndarray | None, distance: np.ndarray, normals: np.ndarray | None = None, *,
                       point_stride: int = 2):
-    """Points ``(N, 3)`` world units, colours ``(N, 3)`` float, normals ``(N, 3)`` or None, of every
-    ``point_stride``-th valid ERP pixel (rows and columns)."""
+    """Coloured point cloud of a distance panorama: the one implementation (``points.ply`` of the depth stage and
+    of the render export).
+
+    ``rgb`` ``(H, W, 3)`` float in [0, 1] or None; ``distance`` ``(H, W)`` world units (non-finite or <= 0 =
+    invalid); ``normals`` ``(H, W, 3)`` or None. Keeps every ``point_stride``-th pixel along rows and columns
+    (from pixel (0, 0)) and drops invalid ones.
+    Returns points ``(N, 3)`` float32 (``distance * dir``), colours ``(N, 3)`` float32 or None, normals ``(N, 3)``
+    float32 or None.
+    """
     if point_stride < 1:
         raise ValueError(f"point_stride must be >= 1, got {point_stride}")
-    d = np.asarray(distance, np.float64)[::point_stride, ::point_stride]
-    h, w = np.shape(distance)
-    valid = np.isfinite(d) & (d > 0)
-    pts = distance_to_points(np.where(np.isfinite(np.asarray(distance)), distance, 0.0))
-    pts = pts[::point_stride, ::point_stride][valid]
-    col = np.asarray(rgb, np.float32)[::point_stride, ::point_stride][valid]
-    nrm = None if normals is None else np.asarray(normals, np.float32)[::point_stride, ::point_stride][valid]
+    d = np.asarray(distance, np.float64)
+    if d.ndim != 2:
+        raise ValueError(f"distance must be an (H, W) map, got shape {d.shape}")
+    keep = (slice(None, None, point_stride), slice(None, None, point_stride))
+    ds = d[keep]
+    valid = np.isfinite(ds) & (ds > 0)
+    pts = distance_to_points(np.where(np.isfinite(d), d, 0.0))[keep][valid]
+    col = None if rgb is None else np.asarray(rgb, np.float32)[..., :3][keep][valid]
+    nrm = None if normals is None else np.asarray(normals, np.float32)[keep][valid]
     return pts.astype(np.float32), col, nrm
 
 

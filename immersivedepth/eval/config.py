@@ -47,7 +47,7 @@ class EvaluateConfig:
     image_suffix: str = ""  # stripped from the image stem before it fills {stem} (e.g. _rgb for room_rgb.png)
     gt_format: Any = None  # GT encoding: a distance preset or {scale: .., invalid: ..}; null: dataset.distance_format
     alignment: str = "median_scale"  # none | median_scale | lsq_depth | lsq_disparity -- named in every output
-    max_distance: float = 10.0  # metres; GT beyond it is not scored (FACTS.md evaluation convention)
+    max_distance: float = 10.0  # metres; GT beyond it is not scored (the usual 360-depth cap)
     pole_cap_deg: float = 0.0  # ignore pixels within this many degrees of either pole (0: the whole sphere)
     figures: bool = True  # eval/depth_error.png and eval/novel_<pose>.png
     # novel views: folder with poses.json + gt/<pose>.png + gt/<pose>_distance.npy; null: the image's folder

@@ -1,6 +1,6 @@
 """Depth (distance) evaluation of one panorama under a declared alignment and declared masks.
 
-Mask (FACTS.md "Evaluation conventions"): GT finite, ``> 0``, ``<= max_distance``, and, with ``pole_cap_deg > 0``,
+Mask (usual 360-depth conventions): GT finite, ``> 0``, ``<= max_distance``, and, with ``pole_cap_deg > 0``,
 latitude within ``90 - pole_cap_deg`` degrees of the equator (ERP rows near the poles are heavily stretched and
 often hold the camera mount). The alignment is fitted on that mask, then the metrics are taken on it:
 

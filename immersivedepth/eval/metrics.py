@@ -1,7 +1,7 @@
 """Evaluation metrics: depth/distance errors, image PSNR, scale(/shift) alignment, Chamfer distance.
 
-Conventions (FACTS.md, "Evaluation conventions"): a ground-truth pixel is valid when it is finite,
-``> 0`` and, if ``max_depth`` is given, ``<= max_depth``. Errors are means over valid pixels, optionally
+Conventions (those of the 360 depth literature, e.g. 360MonoDepth): a ground-truth pixel is valid when it is
+finite, ``> 0`` and, if ``max_depth`` is given, ``<= max_depth``. Errors are means over valid pixels, optionally
 weighted per pixel (e.g. the ERP solid angle :func:`immersivedepth.sphere.pixel_solid_angle`, so that
 the poles do not count more than the equator). Say which alignment was used when reporting numbers:
 none, :func:`align_scale` (median or least squares) or :func:`align_scale_shift` (least squares in

@@ -1,9 +1,9 @@
-"""Build-on-first-use loader for the fused C++ CPU kernels (``csrc/field_cpu.cpp``).
+"""Build-on-first-use loader for the fused C++ CPU kernels (``csrc/``: one ``.cpp`` per op, ``bindings.cpp``).
 
 The extension is compiled once with ``torch.utils.cpp_extension.load`` into a cache directory and reused by
-later processes. The build name includes a hash of the source (its path and content), the torch version and the
-CPU's instruction-set flags, so an edited source, a new torch or a different machine sharing the cache never loads
-a stale binary, and two checkouts do not keep rebuilding each other's build directory.
+later processes. The build name includes a hash of the sources and headers (their paths and contents), the torch
+version and the CPU's instruction-set flags, so an edited source, a new torch or a different machine sharing the
+cache never loads a stale binary, and two checkouts do not keep rebuilding each other's build directory.
 
 Environment variables:
     IMMERSIVEDEPTH_EXT_CACHE     cache directory (default ``~/.cache/immersivedepth/torch_extensions``)
@@ -26,9 +26,12 @@ from types import ModuleType
 
 import torch
 
-__all__ = ["load_cpu_ext", "cpu_ext_error", "SOURCE", "default_cache_dir"]
+__all__ = ["load_cpu_ext", "cpu_ext_error", "SOURCE_DIR", "SOURCES", "HEADERS", "default_cache_dir"]
 
-SOURCE = Path(__file__).resolve().parent / "csrc" / "field_cpu.cpp"
+SOURCE_DIR = Path(__file__).resolve().parent / "csrc"
+#: Translation units, in a fixed order (one per op plus the bindings); ``HEADERS`` are hashed into the build name.
+SOURCES = tuple(sorted(SOURCE_DIR.glob("*.cpp")))
+HEADERS = tuple(sorted(SOURCE_DIR.glob("*.h")))
 
 _lock = threading.Lock()
 _module: ModuleType | None = None
@@ -67,8 +70,9 @@ def _cflags() -> list[str]:
 
 def _build_name() -> str:
     h = hashlib.sha1()
-    h.update(str(SOURCE).encode())  # one build per checkout: ninja would rebuild a build dir shared by two paths
-    h.update(SOURCE.read_bytes())
+    for src in SOURCES + HEADERS:
+        h.update(str(src).encode())  # one build per checkout: ninja would rebuild a build dir shared by two paths
+        h.update(src.read_bytes())
     h.update(torch.__version__.encode())
     h.update(_cpu_flags().encode())
     h.update(" ".join(_cflags()).encode())
@@ -115,7 +119,7 @@ def load_cpu_ext(verbose: bool = False, warn: bool = True) -> ModuleType | None:
                 build_dir.mkdir(parents=True, exist_ok=True)
                 _module = load(
                     name=name,
-                    sources=[str(SOURCE)],
+                    sources=[str(src) for src in SOURCES],
                     extra_cflags=_cflags(),
                     extra_ldflags=["-fopenmp"],
                     build_directory=str(build_dir),

@@ -4,7 +4,7 @@
 ``n_hidden_layers``), i.e. ``depth + 1`` linear layers: n_in -> width -> ... -> width -> n_out.
 
 CPU backends of :class:`FusedMLP` (same ``nn.Linear`` parameters, so they are interchangeable):
-  * ``"cpu"``: a fused C++ op (``csrc/field_cpu.cpp``) that walks the batch in row chunks small enough to stay
+  * ``"cpu"``: a fused C++ op (``csrc/fused_mlp.cpp``) that walks the batch in row chunks small enough to stay
     in L1/L2 and writes no per-layer (N, width) tensors. When gradients are needed, the forward stores the hidden
     activations once, chunk-major, in a pooled (already faulted-in) buffer, and the backward reads them instead of
     recomputing them. At N ~ 1e5 and width 64 the plain PyTorch version spends most of its time allocating,

@@ -19,7 +19,6 @@ width), for panoramas whose open doors, windows or sky have no distance.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
@@ -31,7 +30,7 @@ from torch import nn
 from immersivedepth.config import as_dict, from_mapping, non_negative, one_of, positive, require
 from immersivedepth.errors import ConfigError
 from immersivedepth.field.background import EnvironmentMap
-from immersivedepth.field.encodings import HashGridEncoding
+from immersivedepth.field.encodings import HashGridEncoding, per_level_scale_for
 from immersivedepth.field.mlp import make_mlp
 from immersivedepth.field.sampler import OccupancyGrid
 
@@ -41,7 +40,7 @@ __all__ = ["RadianceField", "TruncExp", "trunc_exp", "sh_encoding", "scene_bound
 
 @dataclass
 class HashGridConfig:
-    """A multiresolution hash grid (tinycudann semantics, FACTS.md)."""
+    """A multiresolution hash grid (tinycudann semantics, see ``field/encodings.py``)."""
 
     n_levels: int = 12
     n_features_per_level: int = 2
@@ -151,18 +150,12 @@ def _env_map_size(cfg: Mapping, image_size: Sequence[int] | None) -> tuple[int, 
     return width // 2, width
 
 
-def _per_level_scale(g: Mapping) -> float:
-    levels = int(g["n_levels"])
-    if levels <= 1:
-        return 1.0
-    return math.exp((math.log(float(g["finest_resolution"])) - math.log(float(g["base_resolution"]))) / (levels - 1))
-
-
 def _hash_grid(g: Mapping, backend: str):
+    pls = per_level_scale_for(int(g["base_resolution"]), float(g["finest_resolution"]), int(g["n_levels"]))
     return HashGridEncoding(n_input_dims=3, n_levels=int(g["n_levels"]),
                             n_features_per_level=int(g["n_features_per_level"]),
                             log2_hashmap_size=int(g["log2_hashmap_size"]), base_resolution=int(g["base_resolution"]),
-                            per_level_scale=_per_level_scale(g), backend=backend)
+                            per_level_scale=pls, backend=backend)
 
 
 def _mlp(n_in: int, n_out: int, m: Mapping):

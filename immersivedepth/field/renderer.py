@@ -23,6 +23,8 @@ from collections.abc import Mapping
 import torch
 
 from immersivedepth import sphere
+from immersivedepth.field.inference import render_round_packed
+from immersivedepth.field.normals import density_normals
 from immersivedepth.field.sampler import (
     RaySamples,
     occupied_segments,
@@ -43,6 +45,12 @@ DEFAULT_RENDER_OPTIONS: dict = {
     "uniform_samples": 128,  # samples per ray when the field has no occupancy grid
     "color_weight_threshold": 1e-4,  # colour is evaluated only where w_i exceeds this ...
     "color_samples": 4,  # ... and only at the largest `color_samples` weights of a ray (per round), renormalised
+    # Forward-only rendering of novel-view rays (no autograd, no per-sample outputs): "packed" evaluates the density
+    # `inference_segments` occupied segments at a time and stops each ray as soon as it is opaque, on packed
+    # (valid-only) samples; "padded" is the original path (every sample of a round, padded (N, K) tensors). Both
+    # give the same images up to float rounding and the < min_transmittance a terminated ray leaves unspent.
+    "inference": "packed",
+    "inference_segments": 2,
 }
 
 
@@ -68,15 +76,6 @@ def _background(field, dirs: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     if getattr(field, "directional_background", False):
         return field.background_color(dirs).to(ref)
     return field.background_color().to(ref).reshape(1, 3).expand(n, 3)
-
-
-def _normals_at(field, x: torch.Tensor, eps: float) -> torch.Tensor:
-    """Unit ``-grad sigma`` at world points ``(M, 3)`` by central differences (step ``eps``)."""
-    offs = torch.eye(3, dtype=x.dtype, device=x.device) * eps
-    pts = torch.cat([x[:, None, :] + offs[None], x[:, None, :] - offs[None]], 1).reshape(-1, 3)
-    s = field.density(pts).reshape(-1, 2, 3)
-    g = (s[:, 0] - s[:, 1]) / (2.0 * eps)
-    return -g / g.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 def render_samples(field, origins: torch.Tensor, dirs: torch.Tensor, samples: RaySamples, t_far: torch.Tensor, *,
@@ -139,7 +138,7 @@ def render_samples(field, origins: torch.Tensor, dirs: torch.Tensor, samples: Ra
     }
     if compute_normals:
         eps = normal_eps if normal_eps is not None else float(getattr(field, "normal_eps", 1e-2))
-        nrm = _normals_at(field, pts[sel], eps)
+        nrm = density_normals(field, pts[sel], eps)
         nk = torch.zeros(n, k, 3, dtype=nrm.dtype, device=nrm.device).index_put((sel,), nrm)
         nsum = (weights[..., None] * nk).sum(1)
         out["normal"] = nsum / nsum.norm(dim=-1, keepdim=True).clamp_min(1e-12)
@@ -173,6 +172,10 @@ def _render_rounds(field, origins, dirs, seg, t0, t1, coarse_step, opts, *, pert
     seg_lo, seg_ok = seg
     n, s_total = seg_lo.shape
     per_round = int(opts["max_segments"])
+    # the packed inference path needs no per-sample outputs, no gradients and no random jitter
+    packed = (opts["inference"] == "packed" and not return_samples and not perturb and not torch.is_grad_enabled())
+    if opts["inference"] not in ("packed", "padded"):
+        raise ValueError(f"render_rays: options['inference'] must be 'packed' or 'padded', got {opts['inference']!r}")
     trans = torch.ones(n, dtype=origins.dtype, device=origins.device)
     rgb = torch.zeros(n, 3, dtype=origins.dtype, device=origins.device)
     dist = torch.zeros(n, dtype=origins.dtype, device=origins.device)
@@ -184,14 +187,22 @@ def _render_rounds(field, origins, dirs, seg, t0, t1, coarse_step, opts, *, pert
         ia = torch.nonzero(active, as_tuple=True)[0]
         if ia.numel() == 0:
             break
-        smp = segment_samples(seg_lo[ia, r:r + per_round], seg_ok[ia, r:r + per_round], t0[ia], t1[ia],
-                              coarse_step=coarse_step, per_segment=int(opts["per_segment"]), perturb=perturb,
-                              generator=generator)
-        o = render_samples(field, origins[ia], dirs[ia], smp, t1[ia],
-                           color_weight_threshold=float(opts["color_weight_threshold"]),
-                           max_color_samples=opts["color_samples"] or None,
-                           renormalize_color=bool(opts["color_samples"]),
-                           compute_normals=compute_normals, trans0=trans[ia], background=False)
+        if packed:
+            o = vars(render_round_packed(
+                field, origins[ia], dirs[ia], seg_lo[ia, r:r + per_round], seg_ok[ia, r:r + per_round], t0[ia],
+                t1[ia], trans[ia], coarse_step=coarse_step, per_segment=int(opts["per_segment"]),
+                sub_segments=int(opts["inference_segments"]), min_transmittance=float(opts["min_transmittance"]),
+                color_weight_threshold=float(opts["color_weight_threshold"]),
+                color_samples=opts["color_samples"] or None, compute_normals=compute_normals))
+        else:
+            smp = segment_samples(seg_lo[ia, r:r + per_round], seg_ok[ia, r:r + per_round], t0[ia], t1[ia],
+                                  coarse_step=coarse_step, per_segment=int(opts["per_segment"]), perturb=perturb,
+                                  generator=generator)
+            o = render_samples(field, origins[ia], dirs[ia], smp, t1[ia],
+                               color_weight_threshold=float(opts["color_weight_threshold"]),
+                               max_color_samples=opts["color_samples"] or None,
+                               renormalize_color=bool(opts["color_samples"]),
+                               compute_normals=compute_normals, trans0=trans[ia], background=False)
         rgb = rgb.index_add(0, ia, o["rgb"])
         dist = dist.index_add(0, ia, o["distance"])
         if compute_normals:

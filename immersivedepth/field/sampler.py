@@ -252,16 +252,19 @@ def occupied_segments(grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.Te
     """
     n = origins.shape[0]
     dev = origins.device
+    ext = _march_ext(perturb, grid, origins, dirs, t0, t1) if n > 0 and max_segments > 0 else None
+    if ext is not None:  # the fused C++ march: same float32 operations, no (N, M) temporaries (it allocates its own
+        # outputs: zeroing (N, max_segments) here too would cost as much as the march itself)
+        span = (t1 - t0).clamp_min(0.0)
+        m = int(min(max_coarse, max(1, math.ceil(float(span.max()) / coarse_step))))
+        return tuple(ext.occupied_segments_march(grid.mask, grid.bmin, grid.cell_size, origins, dirs, t0, t1,
+                                                 float(coarse_step), int(max_segments), m))
     seg_lo = torch.zeros(n, max_segments, device=dev, dtype=origins.dtype)
     seg_ok = torch.zeros(n, max_segments, device=dev, dtype=torch.bool)
     if n == 0 or max_segments == 0:
         return seg_lo, seg_ok
     span = (t1 - t0).clamp_min(0.0)
     m = int(min(max_coarse, max(1, math.ceil(float(span.max()) / coarse_step))))
-    ext = _march_ext(perturb, grid, origins, dirs, t0, t1)
-    if ext is not None:  # the fused C++ march: same float32 operations, no (N, M) temporaries
-        return tuple(ext.occupied_segments_march(grid.mask, grid.bmin, grid.cell_size, origins, dirs, t0, t1,
-                                                 float(coarse_step), int(max_segments), m))
     kk = torch.arange(m, device=dev, dtype=origins.dtype)
     lo = t0[:, None] + kk[None] * coarse_step  # (N, M) segment starts
     probe_off = _rand((n, m), generator, dev) if perturb else torch.full((n, m), 0.5, device=dev)

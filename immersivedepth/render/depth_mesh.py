@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from immersivedepth import sphere
+from immersivedepth.depth.outputs import depth_point_cloud
 from immersivedepth.render.mesh import Mesh, remove_small_components, vertex_normals
 
 __all__ = ["DepthMeshOptions", "depth_mesh", "point_cloud"]
@@ -183,19 +184,13 @@ def depth_mesh(rgb: np.ndarray | None, distance: np.ndarray, options: DepthMeshO
 
 def point_cloud(rgb: np.ndarray | None, distance: np.ndarray, normals: np.ndarray | None = None, *, stride: int = 1):
     """Coloured point cloud of a distance panorama: points ``(N, 3)``, colours ``(N, 3)`` or None,
-    normals ``(N, 3)`` or None (``normals`` ``(H, W, 3)`` world-frame, subsampled with the grid)."""
+    normals ``(N, 3)`` or None (``normals`` ``(H, W, 3)`` world-frame, subsampled with the grid).
+
+    Checks the inputs (8-bit colours are scaled to [0, 1]) and calls the one implementation,
+    :func:`immersivedepth.depth.outputs.depth_point_cloud`."""
     rgb, d = _check_inputs(rgb, distance)
     if normals is not None:
         normals = np.asarray(normals, np.float32)
         if normals.shape != d.shape + (3,):
             raise ValueError(f"normals must be (H, W, 3) matching distance {d.shape}, got {normals.shape}.")
-    if stride > 1:
-        rgb2, d2 = _subsample(rgb, d, stride)
-        nrm = None if normals is None else normals[stride // 2::stride, stride // 2::stride]
-        rgb, d, normals = rgb2, d2, nrm
-    h, w = d.shape
-    valid = np.isfinite(d) & (d > 0)
-    pts = sphere.erp_directions(h, w, np.float64)[valid] * d[valid][:, None]
-    cols = None if rgb is None else rgb[valid]
-    nrm = None if normals is None else normals[valid]
-    return pts.astype(np.float32), cols, nrm
+    return depth_point_cloud(rgb, d, normals, point_stride=stride)

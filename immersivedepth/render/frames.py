@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import torch
 
+from immersivedepth.field.normals import density_normals
 from immersivedepth.field.renderer import render_rays
 from immersivedepth.io import colorize
 from immersivedepth.render.poses import CameraPose, pose_rays
@@ -50,22 +51,6 @@ def far_for_position(field, position: np.ndarray) -> float:
     lo, hi = field_bounds(field)
     corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
     return float(np.max(np.linalg.norm(corners - np.asarray(position, float), axis=1)))
-
-
-def _density(field, x: torch.Tensor) -> torch.Tensor:
-    return field.density(x).reshape(-1)
-
-
-@torch.no_grad()
-def density_normals(field, points: torch.Tensor, eps: float) -> torch.Tensor:
-    """Unit ``-grad sigma`` ``(N, 3)`` at ``points`` ``(N, 3)`` by central differences of step ``eps``."""
-    n = points.shape[0]
-    offs = torch.eye(3, dtype=points.dtype, device=points.device) * eps
-    x = torch.cat([points + offs[0], points - offs[0], points + offs[1], points - offs[1],
-                   points + offs[2], points - offs[2]], dim=0)
-    s = _density(field, x).reshape(6, n)
-    g = torch.stack([s[0] - s[1], s[2] - s[3], s[4] - s[5]], dim=-1)
-    return -g / g.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 @torch.no_grad()

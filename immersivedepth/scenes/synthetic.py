@@ -51,6 +51,7 @@ from immersivedepth import sphere
 
 __all__ = [
     "SCENE_VERSION",
+    "ray_box_slabs",
     "SCENE_NAMES",
     "Wave",
     "stripes",
@@ -246,6 +247,17 @@ def _slabs(rays: _Rays, lo, hi):
             tfar = np.where(down, b, tfar)
             afar[down] = i
     return tnear, tfar, anear, afar
+
+
+def ray_box_slabs(origins: np.ndarray, dirs: np.ndarray, lo, hi):
+    """Slab test of rays ``origins, dirs`` ``(N, 3)`` against the box ``lo <= x <= hi`` ``(3,)``, in float64.
+
+    Returns ``tnear, tfar`` ``(N,)`` (inside the box for ``tnear <= t <= tfar``; a miss has ``tnear > tfar``) and
+    the axes ``(N,)`` of the faces that set them. The scene's boxes and the oracle's box room both use it; the
+    field's sampler has the torch counterpart for tensors (``field.sampler.ray_box_intersect``).
+    """
+    rays = _Rays(np.asarray(origins, np.float64), np.asarray(dirs, np.float64))
+    return _slabs(rays, np.asarray(lo, np.float64), np.asarray(hi, np.float64))
 
 
 def _axis_normal_fn(rays: _Rays, axis: np.ndarray):

@@ -26,9 +26,13 @@ import torch.nn.functional as F
 
 from immersivedepth import sphere
 from immersivedepth.config import as_dict, from_mapping, non_negative, positive, require
+from immersivedepth.depth.normals import normals_from_distance
 from immersivedepth.errors import InputError
 
 __all__ = ["MaskConfig", "distance_normals", "supervision_masks", "PanoramaRays", "training_resolution"]
+
+#: ERP normals have one implementation (depth/normals.py); the old name stays importable from here.
+distance_normals = normals_from_distance
 
 
 @dataclass
@@ -89,20 +93,6 @@ def _shift(a: np.ndarray, dv: int, du: int) -> np.ndarray:
     return out
 
 
-def distance_normals(distance: np.ndarray) -> np.ndarray:
-    """Unit surface normals ``(H, W, 3)`` of an ERP distance map ``(H, W)`` (facing the centre; 0 where undefined)."""
-    h, w = distance.shape
-    p = sphere.erp_directions(h, w).astype(np.float64) * distance[..., None]
-    du = _shift(p, 0, 1) - _shift(p, 0, -1)
-    dv = _shift(p, 1, 0) - _shift(p, -1, 0)
-    n = np.cross(du, dv)
-    norm = np.linalg.norm(n, axis=-1, keepdims=True)
-    n = np.where(norm > 1e-12, n / np.maximum(norm, 1e-12), 0.0)
-    dirs = sphere.erp_directions(h, w).astype(np.float64)
-    flip = (n * dirs).sum(-1, keepdims=True) > 0
-    return np.where(flip, -n, n).astype(np.float32)
-
-
 def supervision_masks(distance: np.ndarray, *, edge_threshold: float = 0.1, edge_dilation: int = 1,
                       grazing_max_deg: float = 82.0) -> dict:
     """Masks ``(H, W)`` bool ``valid``, ``edge``, ``grazing``, ``supervise`` (= valid & ~edge & ~grazing) and the
@@ -122,7 +112,7 @@ def supervision_masks(distance: np.ndarray, *, edge_threshold: float = 0.1, edge
         t = F.pad(t, (edge_dilation, edge_dilation, 0, 0), mode="circular")
         t = F.max_pool2d(t, k, stride=1, padding=(edge_dilation, 0))
         edge = (t[0, 0].numpy() > 0) & valid
-    normals = distance_normals(dz)
+    normals = normals_from_distance(dz)
     dirs = sphere.erp_directions(*d.shape)
     cos = np.abs((normals * dirs).sum(-1))
     grazing = valid & (cos < np.cos(np.deg2rad(grazing_max_deg)))

@@ -35,9 +35,10 @@ from timm.models.swin_transformer_v2 import PatchMerging as PatchMergingV2
 from timm.models.swin_transformer_v2 import WindowAttention as WindowAttentionV2
 from torch import nn
 
-from .dpt_head import DPTHead, TensorSnapshot
+from .dpt_head import DPTHead
 from .keymap import Rule, level_rule, rename_key, rules
 from .preprocess import ResizeRule
+from .tensor_cache import TensorSnapshot
 
 __all__ = ["MidasConfig", "MIDAS_CONFIGS", "MIDAS_UNSUPPORTED", "MidasDPT", "midas_resize_rule",
            "gen_relative_position_index", "resized_relative_position_bias"]
