@@ -163,7 +163,7 @@ def test_default_preset_composes_into_depthconfig():
     cfg = DepthConfig.from_mapping(raw)
     assert cfg == DepthConfig()  # the preset is the schema's defaults, written once
     assert cfg.models == ["dav2_vitl", "midas_beit_l512"]
-    assert cfg.source == "auto" and cfg.fusion == "multiband" and cfg.checkpoint_dir == "checkpoints"
+    assert cfg.source == "auto" and cfg.fusion == "multiband" and cfg.checkpoint_dir is None
     assert cfg.tiles.size == 518 and cfg.align.grid == 4 and cfg.blend.space == "log"
     assert not cfg.preprocess.any_enabled
     assert DepthConfig.from_mapping(cfg) is cfg
