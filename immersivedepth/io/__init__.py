@@ -15,25 +15,32 @@ One module per kind of file: :mod:`.images` (panoramas), :mod:`.exr`, :mod:`.dis
 ``from immersivedepth import io; io.read_panorama(...)`` and ``from immersivedepth.io import X`` keep working.
 """
 
-from immersivedepth.io.atomic import atomic_path
+from immersivedepth.io.atomic import atomic_path, is_temp_name, remove_stale_temps
 from immersivedepth.io.colormap import colorize
-from immersivedepth.io.common import ImageReadError
+from immersivedepth.io.common import ImageReadError, InputWarning
 from immersivedepth.io.distance import (
     DISTANCE_FORMATS,
     DISTANCE_PRESETS,
     DistanceEncoding,
+    DistanceStats,
+    distance_stats,
     find_distance_beside,
+    match_panorama,
     read_distance,
+    resample_distance,
     write_distance,
 )
 from immersivedepth.io.exr import read_exr, write_exr
-from immersivedepth.io.images import read_panorama, write_image
+from immersivedepth.io.header import DEFAULT_MAX_PIXELS, ImageHeader, read_header
+from immersivedepth.io.images import panorama_size, read_panorama, write_image
 from immersivedepth.io.mesh import write_mesh
 from immersivedepth.io.ply import read_ply, write_ply
 from immersivedepth.io.video import VideoWriter, read_video_info
 
 __all__ = [
-    "DISTANCE_FORMATS", "DISTANCE_PRESETS", "DistanceEncoding", "ImageReadError", "VideoWriter", "atomic_path",
-    "colorize", "find_distance_beside", "read_distance", "read_exr", "read_panorama", "read_ply", "read_video_info",
+    "DEFAULT_MAX_PIXELS", "DISTANCE_FORMATS", "DISTANCE_PRESETS", "DistanceEncoding", "DistanceStats", "ImageHeader",
+    "ImageReadError", "InputWarning", "VideoWriter", "atomic_path", "colorize", "distance_stats",
+    "find_distance_beside", "is_temp_name", "match_panorama", "panorama_size", "read_distance", "read_exr",
+    "read_header", "read_panorama", "read_ply", "read_video_info", "remove_stale_temps", "resample_distance",
     "write_distance", "write_exr", "write_image", "write_mesh", "write_ply",
 ]

@@ -8,23 +8,32 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from immersivedepth.errors import InputError
 from immersivedepth.io.atomic import write_bytes
-from immersivedepth.io.common import ImageReadError, PathLike, require_file
+from immersivedepth.io.common import ImageReadError, InputWarning, PathLike, require_file
 from immersivedepth.io.exr import exr_image
+from immersivedepth.io.header import DEFAULT_MAX_PIXELS, ImageHeader, apply_orientation, read_header
 
 
-def decode_raster(path: Path) -> np.ndarray:
-    """PNG/JPEG/TIFF/... -> the raw array OpenCV decodes with IMREAD_UNCHANGED (channel order BGR[A])."""
+def decode_raster(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, ImageHeader | None]:
+    """PNG/JPEG/TIFF/... -> (pixels as displayed, header): OpenCV's IMREAD_UNCHANGED array (BGR[A], 8/16-bit kept)
+    turned by the file's EXIF orientation; the header (``None`` if Pillow cannot parse it) tells which one it was.
+
+    A header claiming more than ``max_pixels`` pixels is refused before decoding.
+    """
     data = np.fromfile(path, dtype=np.uint8)
     if data.size == 0:
-        raise ImageReadError(f"cannot read image {path}: the file is empty")
+        raise ImageReadError(f"cannot read image {path}: the file is empty; re-export it as PNG, JPEG, TIFF or EXR")
+    header = read_header(path, max_pixels)
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if img is None:
         raise ImageReadError(
             f"cannot read image {path}: OpenCV could not decode it (corrupt, truncated or not an image file); "
             "re-export it as PNG, JPEG, TIFF or EXR"
         )
-    return img
+    if header is not None and header.orientation != 1:
+        img = apply_orientation(img, header.orientation)
+    return img, header
 
 
 def _to_rgb(img: np.ndarray, path: Path, bgr: bool) -> np.ndarray:
@@ -34,7 +43,7 @@ def _to_rgb(img: np.ndarray, path: Path, bgr: bool) -> np.ndarray:
     n = img.shape[2]
     if n in (2, 4):
         warnings.warn(f"{path} has an alpha channel; it was dropped (the colour channels are used as they are)",
-                      stacklevel=3)
+                      InputWarning, stacklevel=3)
         img = img[..., : n - 1]
     if img.shape[2] == 1:
         return np.repeat(img, 3, axis=2)
@@ -54,11 +63,12 @@ def _to_unit_float(img: np.ndarray, path: Path) -> np.ndarray:
     img = img.astype(np.float32)
     bad = ~np.isfinite(img)
     if bad.any():
-        warnings.warn(f"{path}: {int(bad.sum())} non-finite pixel values were set to 0", stacklevel=3)
+        warnings.warn(f"{path}: {int(bad.sum())} non-finite pixel values (NaN/inf) were set to 0", InputWarning,
+                      stacklevel=3)
         img[bad] = 0.0
     if img.size and (img.min() < 0.0 or img.max() > 1.0):
         warnings.warn(f"{path} holds linear float values in [{img.min():.4g}, {img.max():.4g}], outside [0, 1]; "
-                      "they are kept as they are (not clipped or tone-mapped)", stacklevel=3)
+                      "they are kept as they are (not clipped or tone-mapped)", InputWarning, stacklevel=3)
     return img
 
 
@@ -70,30 +80,55 @@ def _resample_to_2to1(img: np.ndarray) -> np.ndarray:
     return np.clip(out, img.min(), img.max()).astype(np.float32)
 
 
-def read_panorama(path: PathLike, allow_resample: bool = False) -> np.ndarray:
+def read_panorama(path: PathLike, allow_resample: bool = False, *,
+                  max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read an equirectangular panorama -> float32 ``(H,W,3)`` RGB.
 
     8/16-bit files are scaled to [0, 1]; gray is repeated to RGB; an alpha channel is dropped with a warning;
-    palette images are expanded. EXR/float-TIFF values are linear and kept unclipped (warning when outside
-    [0, 1]; non-finite values become 0). A panorama whose width is not twice its height raises ``ValueError``
-    unless ``allow_resample`` (Hydra: ``dataset.allow_resample=true``), which resizes the width to ``2*H``.
+    palette images are expanded; a JPEG's (or PNG's/TIFF's) EXIF orientation is applied, as every viewer does.
+    EXR/float-TIFF values are linear and kept unclipped (warning when outside [0, 1]; non-finite values become 0).
+    A file whose header claims more than ``max_pixels`` pixels (``dataset.max_pixels``) is refused before decoding.
+    A panorama whose width is not twice its height raises :class:`InputError` unless ``allow_resample``
+    (Hydra: ``dataset.allow_resample=true``), which resizes the width to ``2*H`` with a warning naming both sizes.
     """
     path = require_file(path, "panorama")
+    header = None
     if path.suffix.lower() == ".exr":
         img = _to_rgb(exr_image(path), path, bgr=False)
     else:
-        img = _to_rgb(decode_raster(path), path, bgr=True)
+        raw, header = decode_raster(path, max_pixels)
+        img = _to_rgb(raw, path, bgr=True)
     img = np.ascontiguousarray(_to_unit_float(img, path))
     h, w = img.shape[:2]
     if w != 2 * h:
+        turned = ""
+        if header is not None and header.orientation != 1:
+            turned = (f" after applying its {header.describe_orientation()} (stored as {header.width}x"
+                      f"{header.height})")
         if not allow_resample:
-            raise ValueError(
-                f"panorama {path} is {w}x{h} (width x height) but an equirectangular panorama must be 2:1 "
+            raise InputError(
+                f"panorama {path} is {w}x{h} (width x height){turned} but an equirectangular panorama must be 2:1 "
                 f"(width = 2*height = {2 * h}); pass allow_resample=True (dataset.allow_resample=true) to resize it"
             )
-        warnings.warn(f"panorama {path} is {w}x{h}, not 2:1; resampled to {2 * h}x{h}", stacklevel=2)
+        warnings.warn(f"panorama {path} is {w}x{h}{turned}, not 2:1; resampled to {2 * h}x{h}", InputWarning,
+                      stacklevel=2)
         img = _resample_to_2to1(img)
     return img
+
+
+def panorama_size(path: PathLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """The file's ``(H, W)`` as displayed (EXIF orientation applied), before any 2:1 resampling.
+
+    Reads only the header where Pillow can parse it; EXR and exotic files are decoded.
+    """
+    path = require_file(path, "panorama")
+    if path.suffix.lower() != ".exr":
+        header = read_header(path, max_pixels)
+        if header is not None:
+            w, h = header.display_size
+            return h, w
+        return decode_raster(path, max_pixels)[0].shape[:2]
+    return exr_image(path).shape[:2]
 
 
 def _image_to_storable(img: np.ndarray, path: Path) -> np.ndarray:
