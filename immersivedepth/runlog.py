@@ -27,21 +27,50 @@ CUDA_PROBE_LOGGER = "torch.utils.cpp_extension"
 _CUDA_PROBE_PREFIX = "No CUDA runtime is found"
 
 
+class _Forward(logging.Handler):
+    """Passes records of ``py.warnings`` (``logging.captureWarnings``) on to the run's logger."""
+
+    def __init__(self, target: logging.Logger):
+        super().__init__()
+        self.target = target
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.target.handle(record)
+
+
+def _one_line(message, category, filename, lineno, line=None) -> str:
+    return f"{category.__name__}: {message}"
+
+
 @contextmanager
 def warnings_to_log(logger: logging.Logger) -> Iterator[None]:
-    """Inside the block every shown warning becomes one WARNING record on ``logger`` (its handlers: console and
-    ``log.txt``). Filters are restored afterwards; :class:`immersivedepth.io.InputWarning` is shown for each distinct
-    message (the message names the file)."""
+    """Inside the block every shown warning becomes one WARNING record ``<Category>: <message>`` on ``logger`` (its
+    handlers: console and ``log.txt``). Filters, ``showwarning`` and ``formatwarning`` are restored afterwards;
+    :class:`immersivedepth.io.InputWarning` is shown for each distinct message (the message names the file).
+
+    Works whether or not ``logging.captureWarnings(True)`` is called inside the block (a runner that sets up its log
+    handlers there): captured warnings go to the ``py.warnings`` logger, whose records are forwarded to ``logger``,
+    and ``formatwarning`` gives them the same one-line form.
+    """
 
     def show(message, category, filename, lineno, file=None, line=None):
-        logger.warning("%s: %s", category.__name__, message)
+        logger.warning("%s", _one_line(message, category, filename, lineno))
 
+    captured = logging.getLogger("py.warnings")
+    forward = _Forward(logger)
+    saved_format = warnings.formatwarning
     with warnings.catch_warnings():
         # catch_warnings restores showwarning and the filters; mutating the filters also resets the per-module
         # "already shown" registries, so a warning from an earlier run in this process is shown again
         warnings.showwarning = show
+        warnings.formatwarning = _one_line
         warnings.filterwarnings("default", category=InputWarning)
-        yield
+        captured.addHandler(forward)
+        try:
+            yield
+        finally:
+            captured.removeHandler(forward)
+            warnings.formatwarning = saved_format
 
 
 class CudaProbeFilter(logging.Filter):

@@ -148,6 +148,7 @@ class Case:
     env: dict[str, str] = field(default_factory=dict)
     slow: bool = False
     wiring: str | None = None  # what runner wiring the case still needs (xfail until the lead lands it)
+    todo: str | None = None  # a defect outside the runner that is not fixed yet (xfail too)
 
 
 def _fmt(text: str, env: Env) -> str:
@@ -261,7 +262,9 @@ def _log(env: Env) -> str:
     return path.read_text(encoding="utf-8") if path.is_file() else ""
 
 
-def _garbage_checkpoint(env: Env):
+def _interrupted_garbage(env: Env):
+    """An interrupted run (train stage 'running') whose last.pt is garbage: resuming must load it and refuse."""
+    _train_running(env)
     (env.run / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint at all")
 
 
@@ -422,7 +425,7 @@ PANO = "dataset.image_path={pano}"
 CASES: list[Case] = [
     # 1. tracebacks instead of the promised one-line error
     Case("corrupt_checkpoint", "traceback", [PANO, "mode=train", "is_continue=true", *TINY_FIELD],
-         patterns=[r"last\.pt", r"exp_name|delete|remove|is_continue"], setup=_garbage_checkpoint,
+         patterns=[r"last\.pt", r"exp_name|delete|remove|is_continue"], setup=_interrupted_garbage,
          check=_checkpoint_kept(b"not a checkpoint"), needs_trained=True,
          wiring="checkpoint errors caught as one line"),
     Case("num_threads_negative", "traceback", [PANO, "mode=depth", "device.num_threads=-1"],
@@ -509,5 +512,6 @@ CASES: list[Case] = [
          wiring="a failed stage status with the error line in run.json and log.txt"),
     Case("oracle_foreign_photo", "silent",
          ["dataset.image_path={work}/photo.png", "mode=depth", "depth.source=models", "depth.models=[oracle]"],
-         setup=_foreign_photo, patterns=[r"oracle"], slow=True, wiring="the oracle refuses images it did not render"),
+         setup=_foreign_photo, patterns=[r"oracle"], slow=True,
+         todo="the oracle presets refuse images they did not render (depth/oracle.py)"),
 ]

@@ -27,6 +27,8 @@ def _param(case: Case):
         marks.append(pytest.mark.slow)
     if case.wiring:
         marks.append(pytest.mark.xfail(strict=True, reason=f"needs runner wiring: {case.wiring}"))
+    elif case.todo:
+        marks.append(pytest.mark.xfail(strict=True, reason=f"not fixed yet: {case.todo}"))
     return pytest.param(case, id=case.id, marks=marks)
 
 

@@ -40,6 +40,21 @@ def test_io_warnings_reach_the_log_every_run(tmp_path, run_logger):
                      "channels are used as they are)"] * 2
 
 
+def test_captured_warnings_still_reach_the_log_once(tmp_path, run_logger):
+    """A runner that calls logging.captureWarnings(True) inside the block (as it sets up its handlers)."""
+    logger, log = run_logger
+    io.write_image(tmp_path / "rgba.png", np.zeros((4, 8, 4), np.float32))
+    with warnings_to_log(logger):
+        logging.captureWarnings(True)
+        try:
+            io.read_panorama(tmp_path / "rgba.png")
+        finally:
+            logging.captureWarnings(False)  # inside the block, so the block's exit restores the original hooks
+    assert log.read_text().splitlines() == [f"InputWarning: {tmp_path / 'rgba.png'} has an alpha channel; it was "
+                                            "dropped (the colour channels are used as they are)"]
+    assert warnings.formatwarning.__module__ == "warnings" and warnings.showwarning.__module__ == "warnings"
+
+
 def test_other_warnings_logged_and_filters_restored(run_logger):
     logger, log = run_logger
     before = list(warnings.filters)
