@@ -51,6 +51,8 @@ class RunConfig:
     is_continue: bool = False  # resume training from <run>/checkpoints/last.pt; render an existing run
     overwrite: bool = False  # allow a new training to replace an existing run's checkpoints (else: refuse)
     exp_name: str = "default"  # runs go to <device.base_exp_dir>/<dataset.scene_name>/<exp_name>/
+    # a second run on the same run directory refuses, naming the running one; true: wait for it to finish instead
+    wait_for_lock: bool = False
     seed: int = 0
     dataset: DatasetConfig = dataclass_field(default_factory=DatasetConfig)
     device: DeviceConfig = dataclass_field(default_factory=DeviceConfig)
