@@ -441,7 +441,8 @@ CASES: list[Case] = [
     # 2. warnings that never reach the user
     Case("rgba_resampled_warnings", "warning",
          ["dataset.image_path='{work}/rgba wide.png'", "dataset.distance_path={dist}", "dataset.allow_resample=true",
-          "dataset.scene_name=pano", "mode=depth"], expect="ok", setup=_rgba_wide, check=_in_log("has an alpha channel", "resampled to 64x32"),
+          "dataset.scene_name=pano", "mode=depth"], expect="ok", setup=_rgba_wide,
+         check=_in_log("has an alpha channel", "resampled to 64x32"),
          wiring="runlog.warnings_to_log around the run"),
     # 3. silent wrong results
     Case("exif_orientation_3", "silent", ["dataset.image_path={work}/pano.jpg", "mode=depth"], expect="ok",
