@@ -45,6 +45,7 @@ from bad_input_cases import (  # noqa: E402
     Result,
     error_lines,
     jpeg_with_orientation,
+    mark_train_interrupted,
     png_claiming,
     problems,
     run_case,
@@ -113,8 +114,9 @@ def _truncated_png(env: Env):
 
 
 def _ckpt(kind: str):
-    """Replace the template's last.pt by a damaged / foreign one."""
+    """An interrupted run (so resuming loads last.pt) whose last.pt is damaged / foreign."""
     def setup(env: Env):
+        mark_train_interrupted(env)
         last = env.run / "checkpoints" / "last.pt"
         data = last.read_bytes()
         if kind == "truncated":
@@ -300,7 +302,8 @@ def generated_cases() -> list[Case]:
                  setup=_ckpt(kind), needs_trained=True, check=_ckpt_kept, patterns=[r"last\.pt"]))
     add(Case("field_checkpoint_other_config", "traceback",
              [PANO, "mode=train", "is_continue=true", *TINY_FIELD, "field.model.color_mlp.width=32"],
-             needs_trained=True, check=_ckpt_kept, patterns=[r"last\.pt", r"config|exp_name"]))
+             setup=mark_train_interrupted, needs_trained=True, check=_ckpt_kept,
+             patterns=[r"last\.pt", r"config|exp_name"]))
     add(Case("render_without_checkpoint", "vague", [PANO, "mode=render_dense", "is_continue=true", *TINY_FIELD,
                                                     *TINY_RENDER, "render.poses_file={poses}"],
              setup=_remove_checkpoints, needs_trained=True, patterns=[r"mode=train|checkpoint"]))

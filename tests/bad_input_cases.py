@@ -264,7 +264,7 @@ def _log(env: Env) -> str:
 
 def _interrupted_garbage(env: Env):
     """An interrupted run (train stage 'running') whose last.pt is garbage: resuming must load it and refuse."""
-    _train_running(env)
+    mark_train_interrupted(env)
     (env.run / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint at all")
 
 
@@ -274,7 +274,7 @@ def _checkpoint_kept(data: bytes):
     return check
 
 
-def _train_running(env: Env):
+def mark_train_interrupted(env: Env):
     """Mark the template's train stage as a run killed mid-training would leave it."""
     rec = _run_json(env)
     rec["stages"]["train"]["status"] = "running"
@@ -283,7 +283,7 @@ def _train_running(env: Env):
 
 def _interrupted_copy(env: Env):
     """An interrupted run whose checkpoint must survive a re-run: remember its bytes."""
-    _train_running(env)
+    mark_train_interrupted(env)
     shutil.copyfile(env.run / "checkpoints" / "last.pt", env.work / "last.pt.before")
 
 
@@ -450,7 +450,7 @@ CASES: list[Case] = [
          patterns=[r"field\.optim\.steps"], check=_no_checkpoint),
     Case("render_unfinished_training", "silent",
          [PANO, "mode=render_dense", "is_continue=true", *TINY_FIELD, *TINY_RENDER, "render.poses_file={poses}"],
-         patterns=[r"train", r"is_continue=true|finish"], setup=_train_running, needs_trained=True),
+         patterns=[r"train", r"is_continue=true|finish"], setup=mark_train_interrupted, needs_trained=True),
     Case("evaluate_missing_gt_dir", "silent",
          [PANO, "mode=evaluate", *TINY_FIELD, "evaluate.gt_dir={work}/no_such_dir"],
          patterns=[r"evaluate\.gt_dir", r"no_such_dir"], needs_trained=True),
