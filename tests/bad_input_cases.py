@@ -37,6 +37,7 @@ PANO_HW = (32, 64)
 # A field small enough that two training steps take well under a second: what matters here is the run's
 # control flow (configs, checkpoints, run.json), not the picture.
 TINY_FIELD = [
+    "inpaint=none",  # the inpainting stage refits the field: not what these cases are about
     "field=fast", "field.optim.steps=2", "field.optim.batch_rays=256", "field.optim.warmup_steps=1",
     "field.log.checkpoint_every=1", "field.log.log_every=1", "field.log.preview_every=0", "field.log.tensorboard=false",
     "field.model.density_grid.log2_hashmap_size=12", "field.model.color_grid.log2_hashmap_size=12",
