@@ -236,7 +236,7 @@ def test_multichannel_distance(tmp_path):
     io.write_exr(tmp_path / "eq.exr", np.stack([d, d, d], axis=-1))
     np.testing.assert_array_equal(io.read_distance(tmp_path / "eq.exr"), d)
     np.save(tmp_path / "neq.npy", np.stack([d, d + 1, d], axis=-1))
-    with pytest.raises(io.ImageReadError, match=r"neq\.npy has 3 different channels"):
+    with pytest.raises(io.ImageReadError, match=r"neq\.npy has shape \(5, 10, 3\): 3 different channels"):
         io.read_distance(tmp_path / "neq.npy")
 
 
@@ -244,7 +244,7 @@ def test_distance_format_errors(tmp_path):
     u16 = _write_raw_png(tmp_path / "d16.png", np.full((4, 8), 1000, np.uint16))
     with pytest.raises(ValueError, match=r"scale of the integer distance image .*d16\.png.*dataset\.distance_format"):
         io.read_distance(u16)
-    with pytest.raises(ValueError, match=r"unknown distance format 'mp3d'.*valid names: auto, npy, exr, png, matterp"):
+    with pytest.raises(ValueError, match=r"distance_format='mp3d' is not a distance format.*valid names: auto, npy"):
         io.read_distance(u16, "mp3d")
     # wrong dtype for the chosen format
     np.save(tmp_path / "f.npy", np.ones((4, 8), np.float32))
@@ -535,7 +535,7 @@ def test_atomic_path_failure_cleans_up_and_keeps_existing(tmp_path):
         tmp.write_text("partial")
         raise KeyError("fail")
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["x.txt"]
-    with pytest.raises(FileNotFoundError, match=r"writer for .*x\.txt produced no file"), io.atomic_path(target):
+    with pytest.raises(RuntimeError, match=r"writer for .*x\.txt produced no file"), io.atomic_path(target):
         pass
     assert target.read_text() == "old"
 

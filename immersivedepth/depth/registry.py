@@ -15,7 +15,8 @@ from typing import Any
 from hydra.utils import instantiate
 
 from immersivedepth.config import to_plain
-from immersivedepth.depth.models import PRESETS, build_preset, find_checkpoint
+from immersivedepth.depth.models import ENV_VAR, PRESETS, build_preset, find_checkpoint
+from immersivedepth.depth.models.checkpoints import checkpoint_dirs
 from immersivedepth.depth.oracle import OracleDepthModel
 from immersivedepth.errors import CheckpointNotFoundError, ConfigError
 
@@ -73,10 +74,18 @@ def build_depth_models(entries, *, checkpoint_dir=None, device: str = "cpu") -> 
         if isinstance(entry, str) and entry in PRESETS:
             try:
                 find_checkpoint(entry, checkpoint_dir)
-            except CheckpointNotFoundError as exc:
-                missing.append(str(exc))
+            except CheckpointNotFoundError:
+                missing.append(PRESETS[entry])
     if len(missing) > 1:
-        raise CheckpointNotFoundError(f"{len(missing)} depth-model checkpoints are missing: " + " | ".join(missing))
+        # one entry per file, not the single-file message repeated: the runner's one line is cut at 600 characters
+        where = ", ".join(str(d) for d in checkpoint_dirs(checkpoint_dir))
+        files = ", ".join(p.filename for p in missing)
+        urls = " ".join(p.url for p in missing)
+        raise CheckpointNotFoundError(
+            f"{len(missing)} depth-model checkpoints are missing: {files} (searched: {where}); download them into that "
+            f"folder or point depth.checkpoint_dir / ${ENV_VAR} at the folder that holds them, or use a reference "
+            f"distance (dataset.distance_path=<file> depth.source=reference); nothing is downloaded automatically: "
+            f"{urls}")
     out: list[tuple[str, Any]] = []
     names: set[str] = set()
     for i, entry in enumerate(entries):

@@ -115,6 +115,19 @@ def pose_rays(pose: CameraPose) -> tuple[np.ndarray, np.ndarray]:
 
 
 # --------------------------------------------------------------------------- reading
+def _numeric(value, where: str, key: str, what: str, kind=float):
+    """``kind(value)`` (``float``/``int``) or ``np.asarray(value, float64)`` (``kind=None``), else an InputError
+    naming the pose and the key: ``float('abc')``'s own message names neither."""
+    try:
+        if kind is None:
+            return np.asarray(value, dtype=np.float64)
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise TypeError
+        return kind(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{where}: {key!r} must be {what}, got {value!r}; fix the poses file") from None
+
+
 def _check_rotation(r, where: str) -> np.ndarray:
     try:
         r = np.asarray(r, dtype=np.float64)
@@ -152,16 +165,17 @@ def parse_poses(data: Mapping, *, source: str = "poses", default_width: int = 10
         if any(c in name for c in "/\\") or name in ("", ".", ".."):
             raise InputError(f"{where}: 'name' must be a plain file stem without path separators.")
         names.add(name)
-        pos = np.asarray(p["position"], dtype=np.float64)
+        pos = _numeric(p["position"], where, "position", "3 finite numbers [x, y, z]", kind=None)
         if pos.shape != (3,) or not np.all(np.isfinite(pos)):
             raise InputError(f"{where}: 'position' must be 3 finite numbers, got {p['position']!r}.")
         rot = _check_rotation(p["rotation"], where) if p.get("rotation") is not None else np.eye(3)
         ptype = normalize_pose_type(p.get("type", "equirectangular"), where)
-        w = int(p.get("width", default_width if ptype == "equirectangular" else default_height))
-        h = int(p.get("height", default_height))
+        w = _numeric(p.get("width", default_width if ptype == "equirectangular" else default_height), where,
+                     "width", "a whole number of pixels", kind=int)
+        h = _numeric(p.get("height", default_height), where, "height", "a whole number of pixels", kind=int)
         if w <= 0 or h <= 0:
             raise InputError(f"{where}: width/height must be positive, got {w}x{h}.")
-        fov = float(p.get("fov_deg", default_fov_deg))
+        fov = _numeric(p.get("fov_deg", default_fov_deg), where, "fov_deg", "a number of degrees")
         if ptype == "perspective" and not 1.0 < fov < 179.0:
             raise InputError(f"{where}: 'fov_deg' must lie in (1, 179) degrees, got {fov}.")
         poses.append(CameraPose(position=pos, rotation=rot, type=ptype, width=w, height=h, fov_deg=fov, name=name))
@@ -174,26 +188,29 @@ def parse_nerfstudio_camera_path(data: Mapping, *, source: str = "camera_path") 
     if not isinstance(cams, Sequence) or len(cams) == 0:
         raise InputError(f"{source}: nerfstudio camera path has no 'camera_path' entries.")
     try:
-        width, height = int(data["render_width"]), int(data["render_height"])
+        width = _numeric(data["render_width"], source, "render_width", "a whole number of pixels", kind=int)
+        height = _numeric(data["render_height"], source, "render_height", "a whole number of pixels", kind=int)
     except KeyError as e:
         raise InputError(f"{source}: nerfstudio camera path lacks {e.args[0]!r}.") from e
     ctype = str(data.get("camera_type", "perspective")).lower()
     if ctype not in ("perspective", "equirectangular"):
         raise InputError(f"{source}: camera_type {ctype!r} is not supported (perspective or equirectangular).")
-    fps = float(data.get("fps", 0) or 0)
+    fps = _numeric(data.get("fps", 0) or 0, source, "fps", "a number of frames per second")
     if fps <= 0:
-        seconds = float(data.get("seconds", 0) or 0)
+        seconds = _numeric(data.get("seconds", 0) or 0, source, "seconds", "a number of seconds")
         fps = len(cams) / seconds if seconds > 0 else 30.0
     poses = []
     for k, c in enumerate(cams):
         where = f"{source}: camera_path[{k}]"
-        m = np.asarray(c.get("camera_to_world", []), dtype=np.float64)
+        if not isinstance(c, Mapping):
+            raise InputError(f"{where} must be an object with 'camera_to_world' (and 'fov'), got {c!r}")
+        m = _numeric(c.get("camera_to_world", []), where, "camera_to_world", "16 (or 12) numbers", kind=None)
         if m.size not in (12, 16):
             raise InputError(f"{where}: 'camera_to_world' must be a flattened 4x4 (or 3x4), got {m.size} numbers.")
         m = m.reshape(-1, 4)[:3]
         r_gl = _check_rotation(m[:, :3], where)
         if ctype == "perspective":
-            fov_y = float(c.get("fov", data.get("default_fov", 50.0)))
+            fov_y = _numeric(c.get("fov", data.get("default_fov", 50.0)), where, "fov", "a number of degrees")
             fov_x = math.degrees(2 * math.atan(math.tan(math.radians(fov_y) / 2) * width / height))
             poses.append(CameraPose(position=m[:, 3], rotation=r_gl @ OPENGL_TO_OPENCV, type="perspective",
                                     width=width, height=height, fov_deg=fov_x, name=f"frame_{k:05d}"))

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from typing import Any
 
+from immersivedepth import io
 from immersivedepth.config import positive
 from immersivedepth.eval.config import EvaluateConfig  # the evaluate keys belong to eval/ (one owner)
 
@@ -23,6 +24,12 @@ class DatasetConfig:
     # a folder of panoramas: perf_runner.py expands it into a sweep over image_path (stages/sweep.py)
     image_dir: str | None = None
     glob: str | None = None  # which files of image_dir (e.g. '*.jpg'); null: every .png/.jpg/.jpeg/.tif/.tiff/.exr
+    # refuse image/distance files whose header claims more pixels, before decoding (null: no cap)
+    max_pixels: int | None = io.DEFAULT_MAX_PIXELS
+
+    def __post_init__(self):
+        if self.max_pixels is not None:
+            positive(self.max_pixels, "dataset.max_pixels")
 
 
 @dataclass
@@ -44,6 +51,8 @@ class RunConfig:
     is_continue: bool = False  # resume training from <run>/checkpoints/last.pt; render an existing run
     overwrite: bool = False  # allow a new training to replace an existing run's checkpoints (else: refuse)
     exp_name: str = "default"  # runs go to <device.base_exp_dir>/<dataset.scene_name>/<exp_name>/
+    # a second run on the same run directory refuses, naming the running one; true: wait for it to finish instead
+    wait_for_lock: bool = False
     seed: int = 0
     dataset: DatasetConfig = dataclass_field(default_factory=DatasetConfig)
     device: DeviceConfig = dataclass_field(default_factory=DeviceConfig)

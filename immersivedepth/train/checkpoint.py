@@ -105,6 +105,21 @@ def link_checkpoint(src, dst) -> Path:
     return dst
 
 
+# torch's refusal of pickled code starts with this; its long hint ends on "weights_only=False", which must never be
+# what a user reads as the fix for a file they did not write.
+_UNSAFE_PICKLE = "Weights only load failed"
+_REASON_CHARS = 160
+
+
+def _load_failure(exc: BaseException) -> str:
+    """A short reason for a failed ``torch.load``: no multi-line torch hints."""
+    text = str(exc)
+    if _UNSAFE_PICKLE in text:
+        return "it holds Python objects that the safe loader (weights_only=True) refuses to run"
+    first = (text.strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first[:_REASON_CHARS]}"
+
+
 def load_checkpoint(path, map_location="cpu") -> dict:
     """Load and sanity-check a checkpoint; errors name the file and what to do."""
     path = Path(path)
@@ -114,17 +129,17 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means the file is unusable
         raise CheckpointError(
-            f"checkpoint {path} is corrupt or not an ImmersiveDepth field checkpoint ({type(exc).__name__}: "
-            f"{one_line(exc, 120)}). Delete it (or resume from an older checkpoints/step_*.pt renamed to last.pt), or "
-            "train from scratch with is_continue=false") from exc
+            f"checkpoint {path} is corrupt or not an ImmersiveDepth field checkpoint ({_load_failure(exc)}); delete "
+            "it (or rename an older checkpoints/step_*.pt to last.pt and resume), or start over with a new exp_name"
+        ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(f"checkpoint {path} has format {got!r}, expected {FORMAT!r}; it was not written by this "
-                              "version's trainer. Retrain with is_continue=false")
+                              "version's trainer; start over with a new exp_name")
     for key in ("step", "config", "model"):
         if key not in payload:
-            raise CheckpointError(f"checkpoint {path} lacks the entry {key!r}; it is incomplete. Retrain with "
-                                  "is_continue=false")
+            raise CheckpointError(f"checkpoint {path} lacks the entry {key!r}; it is incomplete: start over with a "
+                                  "new exp_name")
     return payload
 
 
@@ -137,7 +152,7 @@ def check_model_config(payload: dict, cfg: dict, path) -> None:
         detail = ", ".join(f"field.{k}: checkpoint {a.get(k, '<missing>')!r} vs config {b.get(k, '<missing>')!r}"
                            for k in keys)
         raise CheckpointError(f"checkpoint {path} was trained with a different model config ({detail}). Use the "
-                              "checkpoint's settings, or train a new run with is_continue=false")
+                              "checkpoint's settings (its run's config.yaml), or train a new run with a new exp_name")
 
 
 def field_from_checkpoint(payload: dict, device="cpu", path=None):
