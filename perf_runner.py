@@ -14,16 +14,22 @@ import sys
 from pathlib import Path
 
 import hydra
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from immersivedepth.errors import ImmersiveDepthError, one_line
-from immersivedepth.stages.cli import preflight
-from immersivedepth.stages.runner import main as run_main
-from immersivedepth.stages.schema import register_configs
-from immersivedepth.stages.summary import LAST_SWEEP
-from immersivedepth.stages.sweep import check_not_expanded, expand_image_dir, run_sweep_job
+from immersivedepth.runlog import silence_cuda_probe
+
+# before the project imports torch's C++-extension helper: a CPU run does not print torch's "No CUDA runtime" line
+silence_cuda_probe(torch.cuda.is_available())
+
+from immersivedepth.errors import ImmersiveDepthError, one_line  # noqa: E402
+from immersivedepth.stages.cli import preflight  # noqa: E402
+from immersivedepth.stages.runner import main as run_main  # noqa: E402
+from immersivedepth.stages.schema import register_configs  # noqa: E402
+from immersivedepth.stages.summary import LAST_SWEEP  # noqa: E402
+from immersivedepth.stages.sweep import check_not_expanded, expand_image_dir, run_sweep_job  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 register_configs()  # the typed schemas the YAML presets in configs/ build on

@@ -65,6 +65,7 @@ class RunContext:
     device: str
     record: dict = field(default_factory=dict)
     stages: list[Stage] = field(default_factory=list)
+    lock: Any = None  # the run directory's RunLock, held while the run lasts
 
     @property
     def depth_dir(self) -> Path:

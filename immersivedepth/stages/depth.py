@@ -37,20 +37,17 @@ def reference_path(ctx: RunContext) -> Path | None:
 
 
 def read_reference(ctx: RunContext, ref: Path, shape: tuple[int, int]) -> np.ndarray:
-    """The reference distance map ``(H, W)`` checked against the panorama's size ``shape``."""
-    dist = io.read_distance(ref, to_plain(ctx.cfg.dataset.distance_format))
-    if dist.shape != shape:
-        raise InputError(
-            f"reference distance {ref} is {dist.shape[1]}x{dist.shape[0]} but the panorama {ctx.image_path} is "
-            f"{shape[1]}x{shape[0]}; give a distance map of the panorama's size"
-        )
+    """The reference distance map ``(H, W)`` fitted to the panorama as it is used (``shape``): a map of the
+    panorama file's original size is resampled with it (``dataset.allow_resample``); any other size is refused."""
+    dist = io.read_distance(ref, to_plain(ctx.cfg.dataset.distance_format), max_pixels=ctx.cfg.dataset.max_pixels)
+    header = io.read_header(ctx.image_path, ctx.cfg.dataset.max_pixels)
+    original = (header.display_size[1], header.display_size[0]) if header is not None else tuple(shape)
+    dist = io.match_panorama(dist, ref, panorama=ctx.image_path, original_hw=original, target_hw=tuple(shape))
     if not np.any(dist > 0):
         raise InputError(f"reference distance {ref} has no valid pixel (all zero, negative or non-finite); check "
                          "dataset.distance_format")
-    valid = dist[np.isfinite(dist) & (dist > 0)]
-    LOG.info("depth: reference %s: %.1f%% valid, range %.3g..%.3g, median %.3g (world units); a range far from what "
-             "you expect means the wrong dataset.distance_format", ref, 100.0 * valid.size / dist.size,
-             float(valid.min()), float(valid.max()), float(np.median(valid)))
+    # the range shows a wrong dataset.distance_format at a glance (e.g. 4x off for the wrong uint16 scale)
+    LOG.info("depth: reference %s: %s", ref, io.distance_stats(dist).describe())
     return dist
 
 
@@ -87,7 +84,8 @@ class DepthStage(Stage):
     def run(self, ctx: RunContext) -> dict:
         source, ref = self._source(ctx)
         t0 = time.perf_counter()
-        rgb = io.read_panorama(ctx.image_path, allow_resample=bool(ctx.cfg.dataset.allow_resample))
+        rgb = io.read_panorama(ctx.image_path, allow_resample=bool(ctx.cfg.dataset.allow_resample),
+                               max_pixels=ctx.cfg.dataset.max_pixels)
         info: dict[str, Any] = {"source": source, "reference": str(ref) if ref else None}
         if source == "reference":
             LOG.info("depth: using the reference distance %s", ref)

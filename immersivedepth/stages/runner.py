@@ -21,7 +21,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from immersivedepth import io
 from immersivedepth.config import from_mapping, to_plain
-from immersivedepth.errors import ConfigError, ImmersiveDepthError, InputError, InputNotFoundError, one_line
+from immersivedepth.errors import (
+    ConfigError,
+    ImmersiveDepthError,
+    InputError,
+    InputNotFoundError,
+    OutputError,
+    one_line,
+)
+from immersivedepth.runlock import RunLock
 from immersivedepth.stages.base import RunContext, Stage
 from immersivedepth.stages.config import RunConfig
 from immersivedepth.stages.registry import all_stages, modes, pipeline
@@ -128,8 +136,25 @@ def prepare_run(cfg: DictConfig) -> RunContext:
     device = resolve_device(run_cfg.device.type)
     scene = scene_name_for(image_path, run_cfg.dataset.scene_name)
     run_dir = Path(run_cfg.device.base_exp_dir).expanduser() / scene / run_cfg.exp_name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _setup_logging(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a path that is a file, a read-only or full disk
+        raise OutputError(f"device.base_exp_dir: cannot create the run directory {run_dir} ({exc.strerror or exc}); "
+                          "choose a writable folder with device.base_exp_dir=...") from exc
+    lock = RunLock(run_dir, wait=run_cfg.wait_for_lock, command=" ".join(sys.argv))
+    lock.acquire()  # a second run on the same directory refuses (or waits), naming the running one
+    try:
+        _setup_logging(run_dir)
+        for stale in io.remove_stale_temps(run_dir):  # left by a process killed in the middle of a write
+            LOG.info("removed the stale temporary file %s", stale)
+        return _start_record(cfg, run_cfg, run_dir, image_path, device, lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _start_record(cfg: DictConfig, run_cfg: RunConfig, run_dir: Path, image_path: Path, device: str,
+                  lock: RunLock) -> RunContext:
     if run_cfg.device.num_threads:
         torch.set_num_threads(run_cfg.device.num_threads)
     torch.manual_seed(run_cfg.seed)
@@ -155,7 +180,7 @@ def prepare_run(cfg: DictConfig) -> RunContext:
         }
     )
     ctx = RunContext(cfg=cfg, run_dir=run_dir, image_path=image_path, device=device, record=record,
-                     stages=all_stages())
+                     stages=all_stages(), lock=lock)
     ctx.save_record()
     LOG.info("run directory %s (mode=%s, device=%s)", run_dir, run_cfg.mode, device)
     return ctx
@@ -185,6 +210,14 @@ def _run_stage(ctx: RunContext, stage: Stage, fp: str, *, forced: bool) -> None:
 def run(cfg: DictConfig) -> RunContext:
     """Run the configured mode; returns the context (run directory, record)."""
     ctx = prepare_run(cfg)
+    try:
+        return _run_stages(ctx)
+    finally:
+        ctx.lock.release()
+
+
+def _run_stages(ctx: RunContext) -> RunContext:
+    cfg = ctx.cfg
     mode = str(cfg.mode)
     selected = {s.name for s in stages_for_mode(mode)}
     t0 = time.perf_counter()
@@ -212,9 +245,9 @@ def main(cfg: DictConfig) -> int:
     debug = os.environ.get("IMMERSIVEDEPTH_DEBUG") not in (None, "", "0")
     try:
         run(cfg)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         LOG.warning("interrupted; completed outputs and the last checkpoint are kept (resume with is_continue=true)")
-        return 130
+        return int(getattr(exc, "exit_code", 130))  # 130 for Ctrl-C, 143 for SIGTERM
     except ImmersiveDepthError as exc:
         if debug:
             raise

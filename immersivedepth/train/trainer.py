@@ -28,8 +28,6 @@ import dataclasses
 import json
 import logging
 import math
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -42,6 +40,7 @@ from immersivedepth import io, sphere
 from immersivedepth.errors import CheckpointError, one_line
 from immersivedepth.field.model import scene_bounds_from_points
 from immersivedepth.field.renderer import render_panorama, render_rays, render_samples
+from immersivedepth.interrupts import graceful_stop
 from immersivedepth.train.checkpoint import FORMAT, CheckpointManager, check_model_config, load_checkpoint
 from immersivedepth.train.config import build_field, resolve_config
 from immersivedepth.train.dataset import training_resolution
@@ -58,7 +57,12 @@ METRIC_COLUMNS = ("step", "loss", "color", "distance", "distortion", "opacity", 
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Training stopped on Ctrl-C after saving a checkpoint; the message says where and how to resume."""
+    """Training stopped on Ctrl-C or SIGTERM after saving a checkpoint; the message says where and how to resume.
+    ``exit_code``: what the shell expects for that signal (130 for SIGINT, 143 for SIGTERM)."""
+
+    def __init__(self, message: str, *, exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def _write_metrics(path: Path, rows: list[dict]) -> None:
@@ -118,32 +122,6 @@ def _preview(field, path_prefix: Path, width: int, vmax: float, chunk: int) -> N
     io.write_image(path_prefix.with_name(path_prefix.name + "_rgb.png"), pano["rgb"])
     col = io.colorize(pano["distance"], vmin=0.0, vmax=vmax)
     io.write_image(path_prefix.with_name(path_prefix.name + "_distance.png"), col)
-
-
-class _SigintFlag:
-    """First Ctrl-C sets ``requested`` (training stops at the end of the current step and saves); a second
-    Ctrl-C interrupts at once (the last periodic checkpoint survives)."""
-
-    def __init__(self):
-        self.requested = False
-        self._old = None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._old = signal.getsignal(signal.SIGINT)
-
-            def handler(signum, frame):
-                if self.requested:
-                    raise KeyboardInterrupt
-                self.requested = True
-
-            signal.signal(signal.SIGINT, handler)
-        return self
-
-    def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
-        return False
 
 
 class MetricsLog:
@@ -337,7 +315,7 @@ class Trainer:
                    unit="step", dynamic_ncols=True)
         in_step = False
         try:
-            with _SigintFlag() as sig:
+            with graceful_stop() as sig:  # Ctrl-C and SIGTERM (cluster pre-emption) save and stop
                 while self.step < total and (stop_at is None or self.step < stop_at):
                     in_step = True
                     metrics = self.train_step(total)
@@ -360,14 +338,17 @@ class Trainer:
         except KeyboardInterrupt as exc:
             bar.close()
             ck_dir = self.checkpoints.folder
+            code = sig.exit_code if sig.requested else 130
             if in_step:
                 raise TrainingInterrupted(f"training interrupted inside step {self.step + 1}; the last periodic "
-                                          f"checkpoint in {ck_dir} is intact; resume with is_continue=true") from exc
+                                          f"checkpoint in {ck_dir} is intact; resume with is_continue=true",
+                                          exit_code=code) from exc
             last = self.checkpoints.save(self.payload(metrics, wall()), self.step)
             if metrics:
                 self.metrics_log.append(metrics)
             raise TrainingInterrupted(f"training interrupted at step {self.step}/{total}; checkpoint saved to {last}; "
-                                      "resume with is_continue=true (train_field(..., resume=True))") from exc
+                                      "resume with is_continue=true (train_field(..., resume=True))",
+                                      exit_code=code) from exc
         finally:
             bar.close()
             self.metrics_log.close()
