@@ -120,7 +120,7 @@ def test_joblib_sweep_goes_on_past_bad_files(tmp_path):
     assert rows["notimage.png"]["error"].startswith(f"cannot read image {data / 'notimage.png'}")
     assert rows["wrongsize.png"]["error"] == (f"reference distance {data / 'wrongsize_distance.npy'} is 128x64 but the "
                                               f"panorama {data / 'wrongsize.png'} is 256x128; give a distance map of "
-                                              "the panorama's size")
+                                              "the panorama's size (dataset.distance_path)")
     assert rows["a.png"]["stages_run"] == "depth" and float(rows["a.png"]["depth_s"]) > 0
     np.testing.assert_array_equal(np.load(base / "a" / "default" / "depth" / "distance.npy"), 2.0)
     # two jobs on two processes: one torch thread each (jobs x threads <= cores)

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from immersivedepth import io
-from immersivedepth.errors import ImmersiveDepthError, InputError, InputNotFoundError, RunError, one_line
+from immersivedepth.errors import InputError, InputNotFoundError, RunError, one_line
 from immersivedepth.eval.config import EvaluateConfig
 from immersivedepth.eval.depth_eval import evaluate_depth
 from immersivedepth.eval.figures import depth_error_figure, novel_view_figure
@@ -62,9 +62,7 @@ def gt_distance_path(image_path: Path, cfg: EvaluateConfig, reference: Path | No
 def _read_gt(path: Path, gt_format) -> np.ndarray:
     try:
         return io.read_distance(path, gt_format)
-    except ImmersiveDepthError:
-        raise
-    except ValueError as exc:  # io's readers report a bad encoding as ValueError: make it this run's one-line error
+    except ValueError as exc:  # io's InputError included: say which key sets the ground truth's format
         raise InputError(f"{one_line(exc)} (ground truth: evaluate.gt_format, else dataset.distance_format)") from exc
 
 
