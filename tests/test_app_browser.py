@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from plyfile import PlyData
 from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -134,10 +135,17 @@ def test_depth_of_the_bundled_example_in_the_browser(server, browser):
         canvas = WebDriverWait(browser, 120).until(
             lambda d, v=viewer: d.find_elements(By.CSS_SELECTOR, f"#{v} canvas"))[0]
         assert canvas.is_displayed() and canvas.size["width"] > 100 and canvas.size["height"] > 100
-    time.sleep(3.0)  # let the viewers finish loading the GLB and the splat before the pictures are taken
-    shot = cv2.imdecode(np.frombuffer(browser.find_element(By.CSS_SELECTOR, "#depth-mesh canvas").screenshot_as_png,
-                                      np.uint8), cv2.IMREAD_COLOR)
-    assert shot.reshape(-1, 3).std(axis=0).max() > 10.0, "the depth-mesh viewer shows a blank canvas"
+    def mesh_contrast(d) -> float:
+        shot = cv2.imdecode(np.frombuffer(d.find_element(By.CSS_SELECTOR, "#depth-mesh canvas").screenshot_as_png,
+                                          np.uint8), cv2.IMREAD_COLOR)
+        return float(shot.reshape(-1, 3).std(axis=0).max())
+
+    # the viewer draws once it has fetched and parsed the GLB (megabytes): poll instead of guessing a delay
+    try:
+        WebDriverWait(browser, 120, poll_frequency=1.0).until(lambda d: mesh_contrast(d) > 10.0)
+    except TimeoutException:
+        raise AssertionError(f"the depth-mesh viewer shows a blank canvas (contrast {mesh_contrast(browser):.1f} "
+                             "after 120 s)") from None
     # downloads: distance.npy is the reference distance, scene_splat.ply parses as a 3DGS PLY
     links = {a.text.strip().split("\n")[0]: a.get_attribute("href")
              for a in browser.find_elements(By.CSS_SELECTOR, "#depth-downloads a") if a.get_attribute("href")}
