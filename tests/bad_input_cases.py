@@ -168,7 +168,10 @@ def run_case(case: Case, env: Env) -> Result:
     if case.needs_trained:
         assert env.trained is not None, f"{case.id} needs the trained template run"
         shutil.copytree(env.trained, env.run, symlinks=True)
-    held = list(case.setup(env) or ()) if case.setup else []
+    prepared = case.setup(env) if case.setup else None
+    # a setup may return context managers to hold open during the run (one or several); other values are ignored
+    many = prepared if isinstance(prepared, list | tuple) else [prepared]
+    held = [c for c in many if c is not None and not isinstance(c, Path) and hasattr(c, "__enter__")]
     for ctx in held:
         ctx.__enter__()
     environ = {k: v for k, v in os.environ.items() if k != "IMMERSIVEDEPTH_DEBUG"}
