@@ -271,3 +271,60 @@ def test_fused_cpu_march_equals_the_torch_march(monkeypatch):
     assert torch.equal(fused[0], ref[0]) and torch.equal(fused[1], ref[1])
     assert int(ref[1].sum()) > 10000 and bool(ref[1][:, -1].any())  # segments found, some rays fill every slot
     assert not ref[1][::7].any()
+
+
+def _sparse_grid_and_rays(n: int):
+    """A grid whose occupied cells sit in a few clusters and one plane, probed by random rays and by rays grazing
+    the plane's cell face (which cell a probe falls in is decided by float rounding there)."""
+    torch.manual_seed(1)
+    g = OccupancyGrid(torch.tensor([-2.0, -2.0, -2.0]), torch.tensor([2.3, 2.3, 2.3]), 64)  # cell 4.3/64: inexact
+    g.mask.zero_()
+    for c in torch.randint(0, 60, (12, 3)):
+        g.mask[c[0]:c[0] + 3, c[1]:c[1] + 2, c[2]:c[2] + 4] = True
+    g.mask[:, 31, ::2] = True  # occupied cells just below the face between cells 31 and 32
+    face = float(g.bmin[1] + 32 * g.cell_size[1])
+    d = torch.nn.functional.normalize(torch.randn(n, 3), dim=-1)
+    o = torch.rand(n, 3) * 2 - 1
+    graze = torch.arange(0, n, 5)
+    # rays along x within float rounding of that face, drifting across it: which cell a probe lands in is decided
+    # by rounding
+    d[graze] = torch.nn.functional.normalize(
+        torch.stack([torch.ones(graze.numel()), (torch.rand(graze.numel()) - 0.5) * 4e-7,
+                     torch.zeros(graze.numel())], 1), dim=-1)
+    o[graze, 1] = face + (torch.rand(graze.numel()) - 0.5) * 4e-7
+    o[graze, 2] = float(g.bmin[2]) + (torch.randint(0, 64, (graze.numel(),)).float() + 0.5) * float(g.cell_size[2])
+    t0, t1 = torch.zeros(n), torch.full((n,), 6.0)
+    return g, o, d, t0, t1
+
+
+def test_fused_cpu_march_from_k_start_and_in_rounds(monkeypatch):
+    """Marching on from ``k_start`` gives the torch march's segments (sparse clusters, rays grazing a cell face
+    within float rounding), and ``SegmentRounds`` (lazy, a round at a time) hands out the one long march's."""
+    from immersivedepth.field import sampler
+    from immersivedepth.field._cpu_ext import load_cpu_ext
+    from immersivedepth.field.sampler import SegmentRounds, segment_index
+
+    if load_cpu_ext(warn=False) is None:
+        pytest.skip("the C++ op does not build here")
+    g, o, d, t0, t1 = _sparse_grid_and_rays(20000)
+    fused = occupied_segments(g, o, d, t0, t1, coarse_step=0.03, max_segments=24)
+    k0 = torch.randint(0, 60, (o.shape[0],))
+    fused_k = occupied_segments(g, o, d, t0, t1, coarse_step=0.03, max_segments=8, k_start=k0, n_coarse=200)
+    with monkeypatch.context() as mp:
+        mp.setattr(sampler, "_march_ext", lambda *args: None)
+        ref = occupied_segments(g, o, d, t0, t1, coarse_step=0.03, max_segments=24)
+        ref_k = occupied_segments(g, o, d, t0, t1, coarse_step=0.03, max_segments=8, k_start=k0, n_coarse=200)
+    assert torch.equal(fused[0], ref[0]) and torch.equal(fused[1], ref[1])
+    assert torch.equal(fused_k[0], ref_k[0]) and torch.equal(fused_k[1], ref_k[1])
+    assert int(ref[1].sum()) > 1000 and bool(ref[1][::5].any())  # grazing rays do find the line beside the face
+    # marching in rounds of 8 from where each round stopped gives the one long march's segments
+    full = occupied_segments(g, o, d, t0, t1, coarse_step=0.03, max_segments=24, n_coarse=200)
+    rounds = SegmentRounds(g, o, d, t0, t1, coarse_step=0.03, per_round=8, max_total=24, lazy=True)
+    rows = torch.arange(o.shape[0])
+    for r in range(0, 24, 8):
+        rows = rows[rounds.candidates(r)[rows]]
+        lo, ok = rounds.round(rows, r)
+        assert torch.equal(lo[ok], full[0][rows, r:r + 8][ok]) and torch.equal(ok, full[1][rows, r:r + 8])
+        assert torch.equal(segment_index(lo[ok], t0[rows][:, None].expand_as(lo)[ok], 0.03),
+                           torch.round((full[0][rows, r:r + 8][ok] - t0[rows][:, None].expand_as(lo)[ok]) / 0.03)
+                           .long())

@@ -70,6 +70,20 @@ def test_packed_inference_does_not_depend_on_the_sub_round_size(field, sub):
     np.testing.assert_allclose(out["rgb"].numpy(), ref["rgb"].numpy(), rtol=0, atol=2 * tol)
 
 
+@pytest.mark.parametrize("color_samples", [0, 1, 2])
+def test_packed_inference_colour_choice_matches(field, color_samples):
+    """The running top-C colour choice of the packed path (and, with ``color_samples`` 0, every sample above the
+    threshold) picks the padded path's samples."""
+    o, d = _rays(16, 32)
+    opts = {"color_samples": color_samples}
+    with torch.no_grad():
+        ref = render_rays(field, o, d, options={**opts, "inference": "padded"})
+        out = render_rays(field, o, d, options=opts)
+    tol = DEFAULT_RENDER_OPTIONS["min_transmittance"]
+    assert out["n_color"] == ref["n_color"]
+    np.testing.assert_allclose(out["rgb"].numpy(), ref["rgb"].numpy(), rtol=0, atol=2 * tol)
+
+
 def test_gradients_and_sample_outputs_use_the_padded_path(field):
     o, d = _rays(8, 16)
     with torch.no_grad():

@@ -71,43 +71,61 @@ def render_round_packed(field, origins: torch.Tensor, dirs: torch.Tensor, seg_lo
     g, s_round = seg_lo.shape
     k = s_round * per_segment
     dev, dt = origins.device, origins.dtype
-    w_all = torch.zeros(g, k, dtype=dt, device=dev)  # the round's weights, padded: needed for the top-k choice
-    t_all = torch.zeros(g, k, dtype=dt, device=dev)
+    # Colour needs each ray's largest weights of the round: with `color_samples` a running top-C per ray, merged
+    # after every sub-round (no (G, K) padded weights: filling and scanning those cost more than the compositing);
+    # without it every sample above the threshold, kept padded.
+    top_c = int(color_samples) if color_samples is not None and color_samples < k else None
+    n_keep = top_c if top_c is not None else k
+    w_keep = torch.zeros(g, n_keep, dtype=dt, device=dev)
+    t_keep = torch.zeros(g, n_keep, dtype=dt, device=dev)
+    opacity = torch.zeros(g, dtype=dt, device=dev)
+    distance = torch.zeros(g, dtype=dt, device=dev)
     trans = trans0.clone()
     rows = torch.arange(g, device=dev)  # rays still transparent
     n_density = 0
+    # the rays still transparent, compacted as they drop out (gathering once per sub-round, not once per sample)
+    o_r, d_r, t0_r, t1_r, lo_r, ok_r = origins, dirs, t0, t1, seg_lo, seg_ok
     for s in range(0, s_round, sub_segments):
         e = min(s + sub_segments, s_round)
-        ok = seg_ok[rows, s:e]
-        has = ok.any(1)
+        has = ok_r[:, s:e].any(1)
         if not bool(has.all()):  # segments come in ray order: a ray with none left here has none later either
-            rows, ok = rows[has], ok[has]
+            rows, o_r, d_r, t0_r, t1_r, lo_r, ok_r = (v[has] for v in (rows, o_r, d_r, t0_r, t1_r, lo_r, ok_r))
         if rows.numel() == 0:
             break
-        smp = segment_samples(seg_lo[rows, s:e], ok, t0[rows], t1[rows], coarse_step=coarse_step,
+        smp = segment_samples(lo_r[:, s:e], ok_r[:, s:e], t0_r, t1_r, coarse_step=coarse_step,
                               per_segment=per_segment)
-        ri, ci = torch.nonzero(smp.valid, as_tuple=True)
-        t_v = smp.t[ri, ci]
-        ray = rows[ri]
-        sig = field.density(origins[ray] + dirs[ray] * t_v[:, None]).reshape(-1).to(dt)
-        n_density += int(sig.numel())
-        tau = torch.zeros_like(smp.t).index_put_((ri, ci), sig * smp.delta[ri, ci])
+        pts = o_r[:, None, :] + d_r[:, None, :] * smp.t[..., None]  # (G', P, 3)
+        if bool(smp.valid.all()):  # the usual case: no clipped sample, no packing needed
+            sig = field.density(pts.reshape(-1, 3)).reshape(smp.t.shape).to(dt)
+            n_density += int(sig.numel())
+        else:
+            valid = smp.valid
+            sig_v = field.density(pts[valid]).reshape(-1).to(dt)
+            n_density += int(sig_v.numel())
+            sig = torch.zeros_like(smp.t).masked_scatter_(valid, sig_v)
+        tau = sig * smp.delta
         cum = torch.cumsum(tau, 1)
-        w = trans[rows, None] * torch.exp(tau - cum) * -torch.expm1(-tau)
-        cols = slice(s * per_segment, e * per_segment)
-        w_all[rows, cols] = w
-        t_all[rows, cols] = smp.t
-        trans[rows] = trans[rows] * torch.exp(-cum[:, -1])
-        rows = rows[trans[rows] > min_transmittance]
-    opacity = w_all.sum(1)
-    distance = (w_all * t_all).sum(1)
-    sel = w_all > color_weight_threshold
-    if color_samples is not None and color_samples < k:
-        top = torch.topk(w_all, int(color_samples), dim=1).indices
-        sel &= torch.zeros_like(sel).scatter_(1, top, True)
-    gi, ki = torch.nonzero(sel, as_tuple=True)
-    w_sel = w_all[gi, ki]
-    x_sel = origins[gi] + dirs[gi] * t_all[gi, ki][:, None]
+        tr = trans[rows]
+        w = tr[:, None] * torch.exp(tau - cum) * -torch.expm1(-tau)  # (G', P)
+        opacity.index_add_(0, rows, w.sum(1))
+        distance.index_add_(0, rows, (w * smp.t).sum(1))
+        if top_c is not None:
+            cw, ct = torch.cat([w_keep[rows], w], 1), torch.cat([t_keep[rows], smp.t], 1)
+            best, idx = torch.topk(cw, top_c, dim=1)
+            w_keep[rows] = best
+            t_keep[rows] = ct.gather(1, idx)
+        else:
+            cols = slice(s * per_segment, e * per_segment)
+            w_keep[rows, cols] = w
+            t_keep[rows, cols] = smp.t
+        tr = tr * torch.exp(-cum[:, -1])
+        trans[rows] = tr
+        live = tr > min_transmittance
+        if not bool(live.all()):
+            rows, o_r, d_r, t0_r, t1_r, lo_r, ok_r = (v[live] for v in (rows, o_r, d_r, t0_r, t1_r, lo_r, ok_r))
+    gi, ki = torch.nonzero(w_keep > color_weight_threshold, as_tuple=True)
+    w_sel = w_keep[gi, ki]
+    x_sel = origins[gi] + dirs[gi] * t_keep[gi, ki][:, None]
     d_sel = dirs[gi]
     rgb_s = field.color(x_sel, d_sel).to(dt)
     rgb = torch.zeros(g, 3, dtype=dt, device=dev).index_add_(0, gi, w_sel[:, None] * rgb_s)

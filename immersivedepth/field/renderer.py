@@ -27,7 +27,7 @@ from immersivedepth.field.inference import render_round_packed
 from immersivedepth.field.normals import density_normals
 from immersivedepth.field.sampler import (
     RaySamples,
-    occupied_segments,
+    SegmentRounds,
     ray_box_intersect,
     segment_samples,
     uniform_samples,
@@ -45,12 +45,13 @@ DEFAULT_RENDER_OPTIONS: dict = {
     "uniform_samples": 128,  # samples per ray when the field has no occupancy grid
     "color_weight_threshold": 1e-4,  # colour is evaluated only where w_i exceeds this ...
     "color_samples": 4,  # ... and only at the largest `color_samples` weights of a ray (per round), renormalised
-    # Forward-only rendering of novel-view rays (no autograd, no per-sample outputs): "packed" evaluates the density
-    # `inference_segments` occupied segments at a time and stops each ray as soon as it is opaque, on packed
-    # (valid-only) samples; "padded" is the original path (every sample of a round, padded (N, K) tensors). Both
-    # give the same images up to float rounding and the < min_transmittance a terminated ray leaves unspent.
+    # Forward-only rendering of novel-view rays (no autograd, no per-sample outputs): "packed" marches the occupancy
+    # grid a round at a time, evaluates the density `inference_segments` occupied segments at a time and stops each
+    # ray as soon as it is opaque, on packed (valid-only) samples; "padded" is the original path (all segments
+    # marched at once, every sample of a round, padded (N, K) tensors). Both give the same images up to float
+    # rounding and the < min_transmittance a terminated ray leaves unspent.
     "inference": "packed",
-    "inference_segments": 2,
+    "inference_segments": 1,
 }
 
 
@@ -158,8 +159,12 @@ def _sample_rays(field, origins, dirs, opts, *, near, far, n_samples, perturb,
     if grid is not None and coarse_step is None:
         coarse_step = 0.5 * float(grid.cell_size.min())
     if grid is not None and n_samples is None:
-        seg = occupied_segments(grid, origins, dirs, t0, t1, coarse_step=coarse_step,
-                                max_segments=int(opts["max_total_segments"]), perturb=perturb, generator=generator)
+        # forward rendering marches a round at a time, only for the rays still transparent; the padded path keeps
+        # the original one-go march (training's jittered march must draw its random numbers in one go)
+        lazy = opts["inference"] == "packed" and not perturb and not torch.is_grad_enabled()
+        seg = SegmentRounds(grid, origins, dirs, t0, t1, coarse_step=coarse_step, per_round=int(opts["max_segments"]),
+                            max_total=int(opts["max_total_segments"]), lazy=lazy, perturb=perturb,
+                            generator=generator)
         return ("rounds", seg, t0, coarse_step), t1
     return uniform_samples(t0, t1, int(n_samples or opts["uniform_samples"]), perturb=perturb,
                            generator=generator), t1
@@ -167,11 +172,10 @@ def _sample_rays(field, origins, dirs, opts, *, near, far, n_samples, perturb,
 
 def _render_rounds(field, origins, dirs, seg, t0, t1, coarse_step, opts, *, perturb, generator, compute_normals,
                    return_samples) -> dict:
-    """Render rays through their occupied segments ``seg = (seg_lo, seg_ok)`` ``(N, S)``, ``max_segments`` at a
-    time, continuing only rays whose transmittance is above ``min_transmittance`` (early ray termination)."""
-    seg_lo, seg_ok = seg
-    n, s_total = seg_lo.shape
-    per_round = int(opts["max_segments"])
+    """Render rays through their occupied segments ``seg`` (:class:`SegmentRounds`), ``max_segments`` at a time,
+    continuing only rays whose transmittance is above ``min_transmittance`` (early ray termination)."""
+    n, s_total = origins.shape[0], seg.max_total
+    per_round = seg.per_round
     # the packed inference path needs no per-sample outputs, no gradients and no random jitter
     packed = (opts["inference"] == "packed" and not return_samples and not perturb and not torch.is_grad_enabled())
     if opts["inference"] not in ("packed", "padded"):
@@ -183,19 +187,23 @@ def _render_rounds(field, origins, dirs, seg, t0, t1, coarse_step, opts, *, pert
     n_density = n_color = 0
     kept: dict[str, list] = {k: [] for k in ("weights", "sigma", "t", "delta", "valid")}
     for r in range(0, s_total, per_round):
-        active = seg_ok[:, r] & (trans > float(opts["min_transmittance"]))
-        ia = torch.nonzero(active, as_tuple=True)[0]
+        ia = torch.nonzero(seg.candidates(r) & (trans > float(opts["min_transmittance"])), as_tuple=True)[0]
         if ia.numel() == 0:
             break
+        lo, ok = seg.round(ia, r)
+        if not bool(ok[:, 0].all()):  # (lazy march) rays that found no segment left
+            ia, lo, ok = ia[ok[:, 0]], lo[ok[:, 0]], ok[ok[:, 0]]
+            if ia.numel() == 0:
+                break
         if packed:
             o = vars(render_round_packed(
-                field, origins[ia], dirs[ia], seg_lo[ia, r:r + per_round], seg_ok[ia, r:r + per_round], t0[ia],
-                t1[ia], trans[ia], coarse_step=coarse_step, per_segment=int(opts["per_segment"]),
+                field, origins[ia], dirs[ia], lo, ok, t0[ia], t1[ia], trans[ia], coarse_step=coarse_step,
+                per_segment=int(opts["per_segment"]),
                 sub_segments=int(opts["inference_segments"]), min_transmittance=float(opts["min_transmittance"]),
                 color_weight_threshold=float(opts["color_weight_threshold"]),
                 color_samples=opts["color_samples"] or None, compute_normals=compute_normals))
         else:
-            smp = segment_samples(seg_lo[ia, r:r + per_round], seg_ok[ia, r:r + per_round], t0[ia], t1[ia],
+            smp = segment_samples(lo, ok, t0[ia], t1[ia],
                                   coarse_step=coarse_step, per_segment=int(opts["per_segment"]), perturb=perturb,
                                   generator=generator)
             o = render_samples(field, origins[ia], dirs[ia], smp, t1[ia],

@@ -35,6 +35,8 @@ __all__ = [
     "uniform_samples",
     "occupancy_samples",
     "occupied_segments",
+    "segment_index",
+    "SegmentRounds",
     "segment_samples",
     "band_samples",
     "concat_samples",
@@ -241,7 +243,8 @@ def _march_ext(perturb: bool, grid: OccupancyGrid, *tensors: torch.Tensor):
 
 def occupied_segments(grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.Tensor, t0: torch.Tensor,
                       t1: torch.Tensor, *, coarse_step: float, max_segments: int, perturb: bool = False,
-                      generator: torch.Generator | None = None, max_coarse: int = 4096):
+                      generator: torch.Generator | None = None, max_coarse: int = 4096,
+                      k_start: torch.Tensor | None = None, n_coarse: int | None = None):
     """The first ``max_segments`` occupied coarse segments of each ray between ``t0`` and ``t1`` (``(N,)``).
 
     Coarse segments of length ``coarse_step`` start at ``t0``; a segment counts as occupied when its midpoint
@@ -249,27 +252,37 @@ def occupied_segments(grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.Te
     C++ loop does this (equal results); otherwise torch does it on ``(N, M)`` tensors, ``M`` coarse steps.
     Returns ``(seg_lo (N, S), seg_ok (N, S))``: segment start distances and validity, in ray order.
     ``origins, dirs`` ``(N, 3)``, ``dirs`` unit length.
+
+    ``k_start`` ``(N,)`` int64: march each ray from coarse segment ``k_start`` on (see :func:`segment_index`), and
+    ``n_coarse``: the number of coarse steps ``M`` of the first call (default: from this call's longest span).
+    Marching on from where a call stopped gives exactly the segments one longer march finds, so forward rendering
+    marches a round at a time and stops with the ray instead of marching every ray to the end of the box.
     """
     n = origins.shape[0]
     dev = origins.device
+    if n_coarse is None:
+        span = (t1 - t0).clamp_min(0.0)
+        n_coarse = int(min(max_coarse, max(1, math.ceil(float(span.max()) / coarse_step)))) if n else 1
+    m = int(n_coarse)
     ext = _march_ext(perturb, grid, origins, dirs, t0, t1) if n > 0 and max_segments > 0 else None
     if ext is not None:  # the fused C++ march: same float32 operations, no (N, M) temporaries (it allocates its own
         # outputs: zeroing (N, max_segments) here too would cost as much as the march itself)
-        span = (t1 - t0).clamp_min(0.0)
-        m = int(min(max_coarse, max(1, math.ceil(float(span.max()) / coarse_step))))
-        return tuple(ext.occupied_segments_march(grid.mask, grid.bmin, grid.cell_size, origins, dirs, t0, t1,
+        ks = k_start.to(torch.int64) if k_start is not None else torch.zeros(0, dtype=torch.int64)
+        return tuple(ext.occupied_segments_march(grid.mask, grid.bmin, grid.cell_size, origins, dirs, t0, t1, ks,
                                                  float(coarse_step), int(max_segments), m))
     seg_lo = torch.zeros(n, max_segments, device=dev, dtype=origins.dtype)
     seg_ok = torch.zeros(n, max_segments, device=dev, dtype=torch.bool)
     if n == 0 or max_segments == 0:
         return seg_lo, seg_ok
-    span = (t1 - t0).clamp_min(0.0)
-    m = int(min(max_coarse, max(1, math.ceil(float(span.max()) / coarse_step))))
-    kk = torch.arange(m, device=dev, dtype=origins.dtype)
-    lo = t0[:, None] + kk[None] * coarse_step  # (N, M) segment starts
+    kk = torch.arange(m, device=dev, dtype=origins.dtype)[None]  # (1, M)
+    if k_start is not None:  # (N, M) absolute coarse indices, those at or past M outside the march
+        kk = kk + k_start.to(device=dev, dtype=origins.dtype)[:, None]
+    lo = t0[:, None] + kk * coarse_step  # (N, M) segment starts
     probe_off = _rand((n, m), generator, dev) if perturb else torch.full((n, m), 0.5, device=dev)
     probe = lo + probe_off * coarse_step
     inside = lo < t1[:, None]
+    if k_start is not None:
+        inside &= kk < m
     pts = origins[:, None, :] + dirs[:, None, :] * probe[..., None]
     occ = grid.query(pts) & inside
     rank = torch.cumsum(occ.to(torch.int32), 1)
@@ -279,6 +292,58 @@ def occupied_segments(grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.Te
     seg_lo[rows, slot] = lo[rows, cols]
     seg_ok[rows, slot] = True
     return seg_lo, seg_ok
+
+
+class SegmentRounds:
+    """The occupied coarse segments of ``N`` rays (:func:`occupied_segments`), handed out ``per_round`` at a time.
+
+    ``lazy=True`` marches each round only for the rays asked for, from where their previous round stopped, so rays
+    that became opaque are never marched further (forward rendering: most rays stop in their first round, and
+    marching all ``max_total`` segments of every ray to the end of the box cost as much as rendering them).
+    ``lazy=False`` marches everything once (the jittered march must draw its random numbers in one go for training
+    runs to stay bit-identical). Both hand out the same segments.
+    """
+
+    def __init__(self, grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.Tensor, t0: torch.Tensor,
+                 t1: torch.Tensor, *, coarse_step: float, per_round: int, max_total: int, lazy: bool,
+                 perturb: bool = False, generator: torch.Generator | None = None):
+        self.grid, self.origins, self.dirs, self.t0, self.t1 = grid, origins, dirs, t0, t1
+        self.coarse_step, self.per_round, self.max_total, self.lazy = coarse_step, per_round, max_total, lazy
+        n = origins.shape[0]
+        span = (t1 - t0).clamp_min(0.0)
+        self.n_coarse = int(min(4096, max(1, math.ceil(float(span.max()) / coarse_step)))) if n else 1
+        if lazy:
+            self.more = torch.ones(n, dtype=torch.bool, device=origins.device)  # may have segments in the next round
+            self.k_next = torch.zeros(n, dtype=torch.int64, device=origins.device)
+        else:
+            self.seg_lo, self.seg_ok = occupied_segments(grid, origins, dirs, t0, t1, coarse_step=coarse_step,
+                                                         max_segments=max_total, perturb=perturb,
+                                                         generator=generator, n_coarse=self.n_coarse)
+
+    def candidates(self, r: int) -> torch.Tensor:
+        """``(N,)`` bool: rays that may have segments in the round starting at segment ``r``."""
+        return self.more if self.lazy else self.seg_ok[:, r]
+
+    def round(self, rows: torch.Tensor, r: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Segments ``r .. r + per_round - 1`` (``(G, S)`` starts and validity) of the rays ``rows`` ``(G,)``."""
+        if not self.lazy:
+            return self.seg_lo[rows, r:r + self.per_round], self.seg_ok[rows, r:r + self.per_round]
+        n_seg = min(self.per_round, self.max_total - r)
+        lo, ok = occupied_segments(self.grid, self.origins[rows], self.dirs[rows], self.t0[rows], self.t1[rows],
+                                   coarse_step=self.coarse_step, max_segments=n_seg,
+                                   k_start=None if r == 0 else self.k_next[rows], n_coarse=self.n_coarse)
+        full = ok[:, -1]
+        self.more[rows] = full
+        self.k_next[rows[full]] = segment_index(lo[full, -1], self.t0[rows[full]], self.coarse_step) + 1
+        return lo, ok
+
+
+def segment_index(seg_lo: torch.Tensor, t0: torch.Tensor, coarse_step: float) -> torch.Tensor:
+    """Coarse index ``k`` (int64, shape of ``seg_lo``) of segments ``seg_lo = t0 + k * coarse_step`` found by
+    :func:`occupied_segments` (``t0`` broadcastable to ``seg_lo``: ``(N, 1)`` for ``(N, S)``). Rounding recovers
+    ``k`` exactly: the float error of ``seg_lo - t0`` is a few ulps of ``seg_lo``, far below half a step for the at
+    most 4096 steps of a march."""
+    return torch.round((seg_lo - t0) / coarse_step).to(torch.int64)
 
 
 def segment_samples(seg_lo: torch.Tensor, seg_ok: torch.Tensor, t0: torch.Tensor, t1: torch.Tensor, *,

@@ -41,5 +41,5 @@ std::vector<at::Tensor> mlp_backward(const at::Tensor& x_in, const std::vector<a
 std::vector<at::Tensor> occupied_segments_march(const at::Tensor& mask_in, const at::Tensor& bmin_in,
                                                 const at::Tensor& cell_in, const at::Tensor& origins_in,
                                                 const at::Tensor& dirs_in, const at::Tensor& t0_in,
-                                                const at::Tensor& t1_in, double coarse_step, int64_t max_segments,
-                                                int64_t m);
+                                                const at::Tensor& t1_in, const at::Tensor& k_start_in,
+                                                double coarse_step, int64_t max_segments, int64_t m);

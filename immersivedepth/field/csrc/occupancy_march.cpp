@@ -10,7 +10,8 @@
 
 // The first `max_segments` occupied coarse segments of each ray (sampler.occupied_segments with perturb=False):
 // segment k starts at lo = t0 + k * step (k < m, lo < t1); it is occupied when its midpoint's cell is set in
-// `mask` (X, Y, Z). Same float32 operations in the same order as the torch version, so the results are equal.
+// `mask` (X, Y, Z). The march of ray r starts at k = k_start[r] (int64 (N,); an empty tensor: 0), so a ray can be
+// marched on from where an earlier call stopped and get exactly the segments one longer march would have found. Same float32 operations in the same order as the torch version, so the results are equal.
 // Returns (seg_lo (N, S) float32, seg_ok (N, S) bool).
 // x * y rounded to float before any following addition (the compiler may otherwise contract `a + x * y` into
 // one fused multiply-add, which rounds once and would differ from torch's separate mul and add kernels).
@@ -22,8 +23,8 @@ inline float rounded_mul(float x, float y) {
 std::vector<at::Tensor> occupied_segments_march(const at::Tensor& mask_in, const at::Tensor& bmin_in,
                                                 const at::Tensor& cell_in, const at::Tensor& origins_in,
                                                 const at::Tensor& dirs_in, const at::Tensor& t0_in,
-                                                const at::Tensor& t1_in, double coarse_step, int64_t max_segments,
-                                                int64_t m) {
+                                                const at::Tensor& t1_in, const at::Tensor& k_start_in,
+                                                double coarse_step, int64_t max_segments, int64_t m) {
   TORCH_CHECK(mask_in.dim() == 3, "occupancy march: mask must be (X, Y, Z)");
   TORCH_CHECK(origins_in.scalar_type() == at::kFloat && dirs_in.scalar_type() == at::kFloat &&
                   t0_in.scalar_type() == at::kFloat && t1_in.scalar_type() == at::kFloat,
@@ -36,6 +37,10 @@ std::vector<at::Tensor> occupied_segments_march(const at::Tensor& mask_in, const
   auto t0 = t0_in.contiguous();
   auto t1 = t1_in.contiguous();
   const int64_t N = origins.size(0);
+  TORCH_CHECK(k_start_in.numel() == 0 || (k_start_in.numel() == N && k_start_in.scalar_type() == at::kLong),
+              "occupancy march: k_start must be empty or int64 (N,)");
+  auto k_start = k_start_in.contiguous();
+  const int64_t* ks = k_start.numel() ? k_start.data_ptr<int64_t>() : nullptr;
   auto seg_lo = at::zeros({N, max_segments}, origins.options());
   auto seg_ok = at::zeros({N, max_segments}, origins.options().dtype(at::kBool));
   const int64_t rx = mask.size(0), ry = mask.size(1), rz = mask.size(2);
@@ -53,7 +58,7 @@ std::vector<at::Tensor> occupied_segments_march(const at::Tensor& mask_in, const
   at::parallel_for(0, N, 256, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       int64_t found = 0;
-      for (int64_t k = 0; k < m && found < max_segments; ++k) {
+      for (int64_t k = ks ? ks[r] : 0; k < m && found < max_segments; ++k) {
         const float lo = a[r] + rounded_mul(static_cast<float>(k), step);
         if (!(lo < b[r])) break;  // segments start in ray order: none after this one is inside
         const float probe = lo + half;
