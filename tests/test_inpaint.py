@@ -220,6 +220,37 @@ def test_unseen_and_conflicts_analytic():
     assert c[20:30, 30:60].all() and not c[30:40].any() and not c[~mask].any()
 
 
+def test_occluder_fringe_is_the_hole_side_next_to_a_nearer_surface():
+    """A hole between a near occluder (left) and a far wall (right): the fringe is the ``px`` hole columns beside
+    the occluder, none beside the wall; it wraps across the seam."""
+    from immersivedepth.inpaint.holes import occluder_fringe
+
+    rendered = np.full((H, W), 3.0)
+    rendered[:, 10:20] = 1.0  # the occluder
+    mask = np.zeros((H, W), bool)
+    mask[5:25, 20:30] = True  # the hole right of the occluder
+    completed = np.where(mask, 3.0, rendered)
+    f = occluder_fringe(mask, rendered, completed, px=2)
+    assert f[5:25, 20:22].all() and not f[:, 22:].any() and not f[~mask].any()
+    assert not occluder_fringe(mask, rendered, completed, px=0).any()
+    # the same layout rolled across the seam
+    fr = occluder_fringe(np.roll(mask, -25, 1), np.roll(rendered, -25, 1), np.roll(completed, -25, 1), px=2)
+    assert np.array_equal(fr, np.roll(f, -25, 1))
+
+
+def test_anchor_radius_follows_the_median_distance():
+    from immersivedepth.inpaint.config import AnchorConfig
+    from immersivedepth.stages.inpaint import anchor_radius
+
+    d = np.full((8, 16), 2.0)
+    d[0] = 0.0  # no distance: ignored
+    d[1] = np.nan
+    assert anchor_radius(d, AnchorConfig()) == pytest.approx(1.0)  # default: half the median distance
+    assert anchor_radius(d, AnchorConfig(median_fraction=0.25)) == pytest.approx(0.5)
+    assert anchor_radius(d, AnchorConfig(max_radius=0.7)) == 0.7  # an explicit radius wins
+    assert anchor_radius(d, AnchorConfig(median_fraction=0.0)) is None
+
+
 def test_unseen_matches_ray_casting_in_the_cluttered_room():
     """The depth test against the centre panorama agrees with exact ray casting on >= 97 % of the pixels."""
     scene = make_scene("cluttered_room")

@@ -32,7 +32,8 @@ FIELD = {
     "log": {"log_every": 5, "checkpoint_every": 10, "preview_every": 0, "eval_stride": 4, "tensorboard": False},
 }
 # a 20-step field is blurry (opacity ~0.4): loose tolerances keep the test about the stage's mechanics
-INPAINT = {"width": 32, "anchors": {"count": 2, "per_path": 3, "per_ring": 4, "select_width": 16, "max_unseen": 1.0},
+INPAINT = {"width": 32, "anchors": {"count": 2, "per_path": 3, "per_ring": 4, "select_width": 16, "max_unseen": 1.0,
+                                   "median_fraction": 0.0},
            "visibility": {"rel_tol": 0.3, "abs_tol": 0.1, "min_opacity": 0.1},
            "train": {"steps_per_anchor": 6, "final_steps": 4, "warmup_steps": 2}}
 RENDER = {"paths": [{"name": "circle", "kind": "circle", "n_frames": 8, "radius_fraction": 0.6}],
@@ -83,10 +84,17 @@ def test_stage_outputs_and_resume_equal_an_uninterrupted_run(tmp_path, trained, 
     for rec in state["done"]:
         d = a / "inpaint" / rec["dir"]
         for f in ("rendered.png", "rendered_distance.npy", "opacity.npy", "unseen.png", "unseen.npy",
-                  "inpainted.png", "completed_distance.npy", "completed_distance.png", "erased.png", "erased.npy"):
+                  "inpainted.png", "completed_distance.npy", "completed_distance.png", "erased.png", "erased.npy",
+                  "repainted.png", "repainted.npy", "fringe.png", "fringe.npy"):
             assert (d / f).is_file(), f
         unseen, erased = np.load(d / "unseen.npy"), np.load(d / "erased.npy")
+        repainted, fringe = np.load(d / "repainted.npy"), np.load(d / "fringe.npy")
         assert unseen.shape == (16, 32) and not (erased & ~unseen).any()
+        assert not (unseen & ~repainted).any() and not (fringe & ~(unseen & ~erased)).any()
+        # what the field is trained on: the never-seen pixels left after the conflict check and the fringe
+        pano = stage._load_anchor_panorama(a / "inpaint", rec, 0.5, 0.0)
+        assert np.array_equal(pano.filled, unseen & ~erased & ~fringe)
+        assert np.array_equal(pano.exclude, erased | fringe | (repainted & ~unseen)) and pano.observed_weight == 0
     assert rec["train"]["steps"] == 6 + 4  # the last anchor also trains the final steps
     final = load_checkpoint(a / "inpaint" / "checkpoints" / "last.pt")
     assert not (a / "inpaint" / "checkpoints" / "anchor_00").exists()  # superseded checkpoints are removed

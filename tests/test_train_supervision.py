@@ -57,6 +57,33 @@ def test_rays_of_posed_panoramas_share_one_world(two_views):
     assert supervision_digest(two_views[:1]) != supervision_digest(two_views)
 
 
+def test_observed_weight_and_exclude_leave_rays_out(two_views):
+    """An anchor panorama with ``observed_weight=0`` contributes only its filled pixels; ``exclude`` drops pixels
+    altogether (also from the far rays); the digest tells the variants apart."""
+    a, b = two_views
+    full = SupervisionRays([a, b])
+    n_input = int((full.panorama == 0).sum())
+    b0 = PosedPanorama(b.rgb, b.distance, position=b.position, name="anchor0", filled=b.filled,
+                       filled_color_weight=0.5, filled_distance_weight=0.25, observed_weight=0.0)
+    only = SupervisionRays([a, b0])
+    second = only.panorama == 1
+    assert int((only.panorama == 0).sum()) == n_input  # the input is untouched
+    dirs_b = torch.from_numpy(sphere.erp_directions(32, 64).reshape(-1, 3)[b.filled.reshape(-1)])
+    # exactly the filled pixels of the anchor that have a distance (all of them in this closed room)
+    assert int(second.sum()) == int(b.filled.sum()) == dirs_b.shape[0]
+    assert torch.allclose(torch.sort(only.dirs[second][:, 0]).values, torch.sort(dirs_b[:, 0].float()).values)
+    assert set(torch.unique(only.color_weight[second]).tolist()) == {0.5}
+    ex = np.zeros((32, 64), bool)
+    ex[:, :4] = True  # inside the filled block: 4 of its 16 columns
+    b1 = PosedPanorama(b.rgb, b.distance, position=b.position, name="anchor0", filled=b.filled,
+                       filled_color_weight=0.5, filled_distance_weight=0.25, observed_weight=0.0, exclude=ex)
+    fewer = SupervisionRays([a, b1])
+    assert int((fewer.panorama == 1).sum()) == int((b.filled & ~ex).sum())
+    assert len({supervision_digest([a, b]), supervision_digest([a, b0]), supervision_digest([a, b1])}) == 3
+    with pytest.raises(Exception, match="exclude mask"):
+        SupervisionRays([a, PosedPanorama(b.rgb, b.distance, exclude=np.zeros((4, 4), bool))])
+
+
 def test_weighted_losses_reduce_to_plain_means_and_scale_by_weight():
     g = torch.Generator().manual_seed(0)
     pred, target = torch.rand(50, 3, generator=g), torch.rand(50, 3, generator=g)

@@ -77,8 +77,8 @@ def keep_in_free_space(candidates: Sequence[Candidate], free: FreeSpace, max_rad
                         "distance seen in its direction, or within %g of a surface); skipped", c.name, where,
                         100 * free.max_fraction, free.margin)
         elif max_radius is not None and float(np.linalg.norm(c.position)) > max_radius:
-            LOG.info("inpaint: anchor %s at %s is farther than inpaint.anchors.max_radius=%g; skipped", c.name, where,
-                     max_radius)
+            LOG.info("inpaint: anchor %s at %s is farther than %g from the centre (inpaint.anchors.max_radius, or "
+                     "median_fraction of the median distance); skipped", c.name, where, max_radius)
         else:
             kept.append(c)
     return kept

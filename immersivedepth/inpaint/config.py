@@ -42,7 +42,11 @@ class AnchorConfig:
     ring_fractions: list[float] = dataclass_field(default_factory=lambda: [0.2, 0.4, 0.6])  # of the safe radius
     per_ring: int = 8  # candidates per ring
     positions: list[list[float]] = dataclass_field(default_factory=list)  # extra candidates [[x, y, z], ...]
-    max_radius: float | None = None  # world units; farther candidates are skipped (null: free space only)
+    max_radius: float | None = None  # world units; farther candidates are skipped (null: see median_fraction)
+    # with max_radius null: candidates farther from the centre than this fraction of the input's median distance are
+    # skipped (0: free space only). Far anchors reveal the most area but mostly area that only views near them see;
+    # views within a step or two of the centre (VR head motion, the tour rings) need anchors near the centre.
+    median_fraction: float = 0.5
     select_width: int = 64  # width of the small panoramas rendered to score candidates
     min_gain: float = 0.002  # stop once the best candidate reveals less than this fraction of the sphere
     # an anchor unseen on more than this share of the sphere sits inside something as far as the field knows: skipped
@@ -59,6 +63,7 @@ class AnchorConfig:
                 f"must be a list of [x, y, z], got {self.positions}")
         if self.max_radius is not None:
             positive(self.max_radius, "inpaint.anchors.max_radius")
+        non_negative(self.median_fraction, "inpaint.anchors.median_fraction")
         require(self.select_width >= 8 and self.select_width % 2 == 0, "inpaint.anchors.select_width",
                 f"must be an even number >= 8, got {self.select_width}")
         non_negative(self.min_gain, "inpaint.anchors.min_gain")
@@ -73,7 +78,8 @@ class VisibilityConfig:
     rel_tol: float = 0.03
     abs_tol: float = 0.02  # world units
     min_opacity: float = 0.5  # rendered opacity below this = a hole: always filled
-    dilate_px: int = 2  # grow the unseen mask by this many pixels (the field blurs colours across depth edges)
+    dilate_px: int = 2  # also repaint this many pixels around the unseen ones (the field blurs colours across depth
+    # edges); they are not trained on
 
     def __post_init__(self):
         non_negative(self.rel_tol, "inpaint.visibility.rel_tol")
@@ -119,6 +125,12 @@ class InpaintTrainConfig:
     steps_per_anchor: int = 150
     final_steps: int = 150  # extra steps after the last anchor (added to its training)
     inpainted_weight: float = 0.5  # loss weight of inpainted pixels relative to observed ones
+    # loss weight of an anchor panorama's other pixels (those some panorama saw: they are the field's own render, so
+    # they only teach it its own errors; 0 leaves them out and spends the steps on what was filled)
+    seen_weight: float = 0.0
+    # never-seen pixels within this many pixels of a nearer seen surface (an occluder's silhouette) are not trained
+    # on: their rays graze the occluder, and training them as the background behind it would eat into it
+    fringe_px: int = 2
     lr_factor: float = 0.3  # learning rate of the continued training, as a fraction of field.optim.lr
     warmup_steps: int = 10  # linear warm-up of every continued training (the Adam moments are warm already)
 
@@ -126,6 +138,8 @@ class InpaintTrainConfig:
         positive(self.steps_per_anchor, "inpaint.train.steps_per_anchor")
         non_negative(self.final_steps, "inpaint.train.final_steps")
         non_negative(self.inpainted_weight, "inpaint.train.inpainted_weight")
+        non_negative(self.seen_weight, "inpaint.train.seen_weight")
+        non_negative(self.fringe_px, "inpaint.train.fringe_px")
         positive(self.lr_factor, "inpaint.train.lr_factor")
         non_negative(self.warmup_steps, "inpaint.train.warmup_steps")
 

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["HoleSides", "neighbour_index", "label_holes", "hole_sides"]
+from immersivedepth.sphere import erp_pad
+
+__all__ = ["HoleSides", "neighbour_index", "label_holes", "hole_sides", "occluder_fringe"]
 
 
 def neighbour_index(height: int, width: int) -> np.ndarray:
@@ -145,3 +147,23 @@ def hole_sides(mask: np.ndarray, distance: np.ndarray, *, depth_ratio: float) ->
         source |= ring & ~fed[ring_label]
     return HoleSides(labels=labels, count=count, ring=ring, source=source, threshold=threshold,
                      ring_label=ring_label)
+
+
+def occluder_fringe(mask: np.ndarray, rendered: np.ndarray, completed: np.ndarray, *, px: int,
+                    ratio: float = 1.1) -> np.ndarray:
+    """Hole pixels beside an occluder's silhouette -> ``(H, W)`` bool.
+
+    A pixel of ``mask`` is in the fringe when a known pixel (not in ``mask``) within ``px`` pixels (a square window,
+    wrapped across the seam and the poles) has a rendered distance more than ``ratio`` times nearer than the pixel's
+    completed distance. Such a pixel's ray grazes the occluder: its footprint straddles the silhouette, and training
+    it as the background behind would eat into the occluder, which another panorama saw.
+
+    ``mask`` ``(H, W)`` bool; ``rendered`` ``(H, W)`` distance of the known pixels; ``completed`` ``(H, W)`` the
+    filled distance of the hole pixels.
+    """
+    m = np.asarray(mask, bool)
+    if px <= 0 or not m.any():
+        return np.zeros_like(m)
+    known = np.where(m | ~np.isfinite(rendered) | (rendered <= 0), np.inf, rendered)
+    nearest = ndimage.minimum_filter(erp_pad(known, px), size=2 * px + 1, mode="nearest")[px:-px, px:-px]
+    return m & (nearest * float(ratio) < completed)

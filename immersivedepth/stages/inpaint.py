@@ -3,11 +3,13 @@
 For every anchor, in the greedy order chosen once from the trained field (:mod:`immersivedepth.inpaint.anchors`):
 
 1. render the current field at the anchor (a world-aligned panorama, ``inpaint.width`` wide);
-2. mask the pixels no supervision panorama saw (:func:`~immersivedepth.inpaint.visibility.unseen_mask`), grown by
-   ``visibility.dilate_px`` on the sphere;
+2. mask the pixels no supervision panorama saw (:func:`~immersivedepth.inpaint.visibility.unseen_mask`);
 3. inpaint their colour (``inpaint.inpainter``, or the Stable-Diffusion tiles with ``inpaint.model_dir``) and complete
-   their distance (``inpaint.completion``); both outputs are checked;
-4. erase filled pixels that would sit in front of a surface an earlier panorama saw (PERF's conflict check);
+   their distance (``inpaint.completion``); both outputs are checked. A ring of ``visibility.dilate_px`` pixels
+   around the holes is repainted too (the field blurs colours across depth edges), but only never-seen pixels
+   supervise the field;
+4. erase filled pixels that would sit in front of a surface an earlier panorama saw (PERF's conflict check), and
+   leave out those along an occluder's silhouette (``train.fringe_px``: their rays graze the occluder);
 5. add the anchor panorama to the supervision (inpainted pixels weighted by ``train.inpainted_weight``) and continue
    training the same field (warm start, ``train.steps_per_anchor`` steps, new cells seeded in the occupancy grid).
 
@@ -15,6 +17,7 @@ Outputs (each written atomically)::
 
     <run>/inpaint/anchors.json                     order, positions, what each anchor added, where the field is
     <run>/inpaint/anchors/<k>_<name>/rendered.png  rendered_distance.npy  opacity.npy  unseen.png/.npy
+                                     repainted.png/.npy (unseen + ring)  fringe.png/.npy
                                      inpainted.png  completed_distance.npy/.png  erased.png/.npy
     <run>/inpaint/checkpoints/last.pt              the refined field (render_dense renders it)
     <run>/inpaint/train/<k>_<name>/metrics.csv
@@ -51,6 +54,7 @@ from immersivedepth.inpaint.anchors import (
 )
 from immersivedepth.inpaint.config import DEFAULT_COMPLETION, DEFAULT_INPAINTER, InpaintConfig
 from immersivedepth.inpaint.diffusion import TileDiffusionInpainter
+from immersivedepth.inpaint.holes import occluder_fringe
 from immersivedepth.inpaint.validate import check_distance_output, check_rgb_output
 from immersivedepth.inpaint.visibility import View, conflict_mask, unseen_mask
 from immersivedepth.render.config import RenderConfig
@@ -65,9 +69,8 @@ from immersivedepth.train.config import resolve_config
 from immersivedepth.train.supervision import PosedPanorama
 from immersivedepth.train.trainer import Trainer
 
-__all__ = ["InpaintStage", "STAGE", "run_inpaint", "choose_anchors", "fill_anchor", "continue_training",
-           "build_inpainter", "build_completion",
-           "sphere_dilate", "STATE_FILE"]
+__all__ = ["InpaintStage", "STAGE", "run_inpaint", "choose_anchors", "anchor_radius", "fill_anchor",
+           "continue_training", "build_inpainter", "build_completion", "sphere_dilate", "STATE_FILE"]
 
 LOG = logging.getLogger("immersivedepth.inpaint")
 STATE_FILE = "anchors.json"
@@ -138,19 +141,34 @@ def _anchor_dir(out: Path, k: int, name: str) -> Path:
     return out / "anchors" / f"{k:02d}_{name}"
 
 
-def _load_anchor_panorama(out: Path, rec: dict, weight: float) -> PosedPanorama:
+def _load_anchor_panorama(out: Path, rec: dict, weight: float, seen_weight: float) -> PosedPanorama:
     """The supervision panorama an anchor added, read back from its files (identical in a resumed run)."""
     d = out / rec["dir"]
     rgb = io.read_panorama(d / "inpainted.png")
     distance = np.load(d / "completed_distance.npy")
-    erased = np.load(d / "erased.npy")
-    filled = np.load(d / "unseen.npy") & ~erased
+    unseen, erased = np.load(d / "unseen.npy"), np.load(d / "erased.npy")
+    fringe, repainted = np.load(d / "fringe.npy"), np.load(d / "repainted.npy")
+    # trained: the never-seen pixels that survived the conflict check, away from occluder silhouettes; left out:
+    # the erased ones, the fringe and the repainted ring of seen pixels (its colours are inpainted, not rendered)
     return PosedPanorama(rgb=rgb, distance=np.where(erased, 0.0, distance).astype(np.float32),
-                         position=tuple(float(v) for v in rec["position"]), name=rec["name"], filled=filled,
-                         filled_color_weight=weight, filled_distance_weight=weight)
+                         position=tuple(float(v) for v in rec["position"]), name=rec["name"],
+                         filled=unseen & ~erased & ~fringe, filled_color_weight=weight, filled_distance_weight=weight,
+                         observed_weight=seen_weight, exclude=erased | fringe | (repainted & ~unseen))
 
 
 # --------------------------------------------------------------------------- anchors
+def anchor_radius(distance: np.ndarray, a) -> float | None:
+    """How far from the centre anchors may go: ``anchors.max_radius``, else ``anchors.median_fraction`` of the
+    median valid distance of the input panorama (``None``: no limit beyond free space)."""
+    if a.max_radius is not None:
+        return float(a.max_radius)
+    d = np.asarray(distance, np.float64)
+    d = d[np.isfinite(d) & (d > 0)]
+    if a.median_fraction <= 0 or d.size == 0:
+        return None
+    return float(a.median_fraction * np.median(d))
+
+
 def choose_anchors(field, distance: np.ndarray, cfg: InpaintConfig, render_cfg: RenderConfig, opts: dict
                    ) -> list[tuple[Candidate, float]]:
     """Candidates along the render paths, on the rings and from ``anchors.positions``, in free space, greedily
@@ -162,7 +180,7 @@ def choose_anchors(field, distance: np.ndarray, cfg: InpaintConfig, render_cfg: 
     cands = path_candidates([as_dict(p) for p in render_cfg.paths], free, a.per_path) if a.per_path else []
     cands += ring_candidates(free, a.ring_fractions, a.per_ring) if a.per_ring else []
     cands += [Candidate(f"position_{i:02d}", np.asarray(p, np.float64)) for i, p in enumerate(a.positions)]
-    cands = keep_in_free_space(cands, free, a.max_radius)
+    cands = keep_in_free_space(cands, free, anchor_radius(distance, a))
     v = cfg.visibility
 
     def render(pos):
@@ -182,7 +200,6 @@ def fill_anchor(field, anchor: Candidate, views: list[View], cfg: InpaintConfig,
     v = cfg.visibility
     unseen = unseen_mask(anchor.position, r["distance"], views, rel_tol=v.rel_tol, abs_tol=v.abs_tol,
                          opacity=r["opacity"], min_opacity=v.min_opacity)
-    unseen = sphere_dilate(unseen, v.dilate_px)
     shape = unseen.shape
     area = sphere.pixel_solid_angle(*shape) / (4 * np.pi)
     if float(area[unseen].sum()) > cfg.anchors.max_unseen:
@@ -190,24 +207,32 @@ def fill_anchor(field, anchor: Candidate, views: list[View], cfg: InpaintConfig,
                     "inside an object or outside the room as far as the field knows; skipped", anchor.name,
                     np.round(anchor.position, 3).tolist(), 100 * float(area[unseen].sum()), cfg.anchors.max_unseen)
         return {"skipped": True, "unseen_fraction": float(area[unseen].sum())}
-    inpainted = check_rgb_output(inpainter(r["rgb"], unseen, r["distance"]), shape, name=inpainter_name,
+    # The inpainter repaints a ring of `dilate_px` pixels around the holes too (the field blurs colours across depth
+    # edges, so those pixels are poor sources), but only the never-seen pixels supervise the field: the ring's
+    # pixels on the occluder side were seen, and training them as background would eat into the occluder.
+    repaint = sphere_dilate(unseen, v.dilate_px)
+    inpainted = check_rgb_output(inpainter(r["rgb"], repaint, r["distance"]), shape, name=inpainter_name,
                                  anchor=anchor.name)
-    inpainted = np.where(unseen[..., None], inpainted, r["rgb"])
-    completed = check_distance_output(completion(inpainted, unseen, r["distance"]), shape, unseen,
+    inpainted = np.where(repaint[..., None], inpainted, r["rgb"])
+    completed = check_distance_output(completion(inpainted, repaint, r["distance"]), shape, repaint,
                                       name=completion_name, anchor=anchor.name)
-    completed = np.where(unseen, completed, r["distance"]).astype(np.float32)
+    completed = np.where(repaint, completed, r["distance"]).astype(np.float32)
     c = cfg.conflict
     erased = conflict_mask(anchor.position, completed, unseen, views, rel_tol=c.rel_tol, abs_tol=c.abs_tol)
+    fringe = occluder_fringe(unseen & ~erased, r["distance"], completed, px=cfg.train.fringe_px)
     io.write_image(out_dir / "rendered.png", r["rgb"])
     _write_npy(out_dir / "rendered_distance.npy", r["distance"].astype(np.float32))
     _write_npy(out_dir / "opacity.npy", r["opacity"].astype(np.float32))
     _write_mask(out_dir / "unseen", unseen)
+    _write_mask(out_dir / "repainted", repaint)
     io.write_image(out_dir / "inpainted.png", inpainted)
     _write_npy(out_dir / "completed_distance.npy", completed)
     io.write_distance(out_dir / "completed_distance.png", completed)
     _write_mask(out_dir / "erased", erased)
+    _write_mask(out_dir / "fringe", fringe)
     return {"skipped": False, "unseen_fraction": float(area[unseen].sum()),
-            "erased_fraction": float(area[erased].sum()), "filled_fraction": float(area[unseen & ~erased].sum()),
+            "erased_fraction": float(area[erased].sum()),
+            "filled_fraction": float(area[unseen & ~erased & ~fringe].sum()),
             "hole_fraction_before": float(area[r["opacity"] < v.min_opacity].sum())}
 
 
@@ -225,10 +250,7 @@ def continue_training(field_cfg: dict, supervision: list[PosedPanorama], warm: P
     c["log"]["keep_checkpoints"] = 1
     trainer = Trainer(resolve_config(c), supervision, checkpoint_dir=ck_dir, train_dir=train_dir, device=device,
                       seed=seed)
-    trainer.warm_start(warm)
-    # surfaces only the added panoramas see must be allowed into the occupancy grid (the input seeded it)
-    added = trainer.rays.panorama > 0
-    trainer.field.occupancy.add_seed_points(trainer.rays.points[added], int(c["grid"]["dilation"]))
+    trainer.warm_start(warm)  # (seeds the added panoramas' surfaces into the occupancy grid)
     return trainer.fit(progress=progress)
 
 
@@ -281,8 +303,8 @@ def run_inpaint(run_dir, cfg, *, field_cfg, render_cfg, rgb: np.ndarray, distanc
         LOG.info("inpaint: %d anchors chosen: %s", len(order),
                  ", ".join(f"{c.name} ({g:.1%} unseen)" for c, g in order))
 
-    weight = cfg.train.inpainted_weight
-    supervision = [input_view] + [_load_anchor_panorama(out, rec, weight) for rec in state["done"]
+    weight, seen_weight = cfg.train.inpainted_weight, cfg.train.seen_weight
+    supervision = [input_view] + [_load_anchor_panorama(out, rec, weight, seen_weight) for rec in state["done"]
                                   if not rec["skipped"]]
     views = [View(np.asarray(p.position, np.float64), p.distance) for p in supervision]
     current = Path(run_dir / state["checkpoint"]) if state["checkpoint"] else checkpoint
@@ -304,7 +326,7 @@ def run_inpaint(run_dir, cfg, *, field_cfg, render_cfg, rgb: np.ndarray, distanc
             _write_state(state_path, state)
             continue
         if not rec["skipped"]:
-            pano = _load_anchor_panorama(out, rec, weight)
+            pano = _load_anchor_panorama(out, rec, weight, seen_weight)
             supervision.append(pano)
             views.append(View(np.asarray(pano.position, np.float64), pano.distance))
         steps = (0 if rec["skipped"] else cfg.train.steps_per_anchor) + (cfg.train.final_steps if last_one else 0)

@@ -33,6 +33,10 @@ class PosedPanorama:
         name: for logs and records (``input`` for the original panorama).
         filled: optional ``(H, W)`` bool, pixels that were invented (inpainted) rather than observed; their losses
             are scaled by ``filled_color_weight`` / ``filled_distance_weight``.
+        observed_weight: loss weight of the pixels not ``filled`` (1 for a photo; an anchor panorama's other pixels
+            are the field's own render, which adds nothing but its errors: 0 leaves them out of the rays).
+        exclude: optional ``(H, W)`` bool, pixels left out of training altogether (an anchor's erased pixels and
+            the fringe of its holes along occluders).
     """
 
     rgb: np.ndarray
@@ -42,6 +46,8 @@ class PosedPanorama:
     filled: np.ndarray | None = None
     filled_color_weight: float = 1.0
     filled_distance_weight: float = 1.0
+    observed_weight: float = 1.0
+    exclude: np.ndarray | None = None
 
 
 def supervision_digest(panoramas: Sequence[PosedPanorama]) -> str:
@@ -60,6 +66,10 @@ def supervision_digest(panoramas: Sequence[PosedPanorama]) -> str:
             h.update(np.asarray([p.filled_color_weight, p.filled_distance_weight], np.float64).tobytes())
             if p.filled is not None:
                 h.update(np.packbits(np.asarray(p.filled, bool)).tobytes())
+            if float(p.observed_weight) != 1.0:  # (absent from digests made before it existed)
+                h.update(np.asarray([p.observed_weight], np.float64).tobytes())
+            if p.exclude is not None:
+                h.update(b"exclude" + np.packbits(np.asarray(p.exclude, bool)).tobytes())
     return h.hexdigest()[:16]
 
 
@@ -81,36 +91,60 @@ class SupervisionRays:
         parts = [PanoramaRays(p.rgb, p.distance, masks, device) for p in panoramas]
         first = parts[0]
         self.height, self.width, self.masks = first.height, first.width, first.masks
-        cat = lambda name: torch.cat([getattr(r, name) for r in parts]) if len(parts) > 1 else getattr(first, name)  # noqa: E731
-        self.dirs, self.rgb, self.distance = cat("dirs"), cat("rgb"), cat("distance")
-        self.far_dirs, self.far_rgb = cat("far_dirs"), cat("far_rgb")
-        self.far_origins = torch.cat([
-            torch.as_tensor(np.asarray(p.position, np.float32), device=device).reshape(1, 3).expand(len(r.far_rgb), 3)
-            for p, r in zip(panoramas, parts)]).contiguous()
-        self.depth_mask, self.color_mask, self.normals = cat("depth_mask"), cat("color_mask"), cat("normals")
-        origins, cw, dw, which = [], [], [], []
+        keep, keep_far, cw, dw = [], [], [], []
         weighted = False
-        for i, (p, r) in enumerate(zip(panoramas, parts)):
-            pos = torch.as_tensor(np.asarray(p.position, np.float32), device=device).reshape(1, 3)
-            origins.append(pos.expand(len(r), 3))
+        for p, r in zip(panoramas, parts):
             wc = torch.ones(len(r), device=device)
             wd = torch.ones(len(r), device=device)
+            f = torch.zeros(len(r), dtype=torch.bool, device=device)
+            f_far = torch.zeros(len(r.far_rgb), dtype=torch.bool, device=device)
             if p.filled is not None:
                 filled = np.asarray(p.filled, bool)
                 if filled.shape != (r.height, r.width):
                     raise InputError(f"supervision panorama {p.name!r}: fill mask {filled.shape} does not match its "
                                      f"image {(r.height, r.width)}")
-                f = torch.as_tensor(filled.reshape(-1), device=device)[r.pixel]
+                flat = torch.as_tensor(filled.reshape(-1), device=device)
+                f, f_far = flat[r.pixel], flat[r.far_pixel]
                 wc = torch.where(f, torch.full_like(wc, float(p.filled_color_weight)), wc)
                 wd = torch.where(f, torch.full_like(wd, float(p.filled_distance_weight)), wd)
                 weighted = True
-            cw.append(wc)
-            dw.append(wd)
-            which.append(torch.full((len(r),), i, dtype=torch.long, device=device))
-        self.origins = torch.cat(origins).contiguous()
+            if float(p.observed_weight) != 1.0:
+                wc = torch.where(f, wc, torch.full_like(wc, float(p.observed_weight)))
+                wd = torch.where(f, wd, torch.full_like(wd, float(p.observed_weight)))
+                weighted = True
+            # rays that weigh nothing are left out (no training step is spent drawing them)
+            k = (wc > 0) | (wd > 0)
+            k_far = f_far | (float(p.observed_weight) > 0)
+            if p.exclude is not None:
+                ex = np.asarray(p.exclude, bool)
+                if ex.shape != (r.height, r.width):
+                    raise InputError(f"supervision panorama {p.name!r}: exclude mask {ex.shape} does not match its "
+                                     f"image {(r.height, r.width)}")
+                flat = torch.as_tensor(ex.reshape(-1), device=device)
+                k, k_far = k & ~flat[r.pixel], k_far & ~flat[r.far_pixel]
+            keep.append(k)
+            keep_far.append(k_far)
+            cw.append(wc[k])
+            dw.append(wd[k])
+
+        def cat(name: str, far: bool = False) -> torch.Tensor:
+            sel = keep_far if far else keep
+            vals = [getattr(r, name)[k] if not bool(k.all()) else getattr(r, name) for r, k in zip(parts, sel)]
+            return torch.cat(vals) if len(vals) > 1 else vals[0]
+
+        self.dirs, self.rgb, self.distance = cat("dirs"), cat("rgb"), cat("distance")
+        self.far_dirs, self.far_rgb = cat("far_dirs", True), cat("far_rgb", True)
+        self.far_origins = torch.cat([
+            torch.as_tensor(np.asarray(p.position, np.float32), device=device).reshape(1, 3).expand(int(k.sum()), 3)
+            for p, k in zip(panoramas, keep_far)]).contiguous()
+        self.depth_mask, self.color_mask, self.normals = cat("depth_mask"), cat("color_mask"), cat("normals")
+        self.origins = torch.cat([
+            torch.as_tensor(np.asarray(p.position, np.float32), device=device).reshape(1, 3).expand(int(k.sum()), 3)
+            for p, k in zip(panoramas, keep)]).contiguous()
         self.color_weight = torch.cat(cw) if weighted else None
         self.distance_weight = torch.cat(dw) if weighted else None
-        self.panorama = torch.cat(which)
+        self.panorama = torch.cat([torch.full((int(k.sum()),), i, dtype=torch.long, device=device)
+                                   for i, k in enumerate(keep)])
         self.points = self.origins + self.dirs * self.distance[:, None]
         # the input panorama alone fixes the scene box: panoramas added later must not move it
         self.input_points = first.points

@@ -238,11 +238,17 @@ class Trainer:
 
     def warm_start(self, path) -> None:
         """Start from another run's field (parameters, Adam moments, occupancy grid, RNG state) with a fresh schedule:
-        how training continues after supervision was added. The model config must match."""
+        how training continues after supervision was added. The model config must match.
+
+        The surfaces of the panoramas after the first are seeded into the occupancy grid: the loaded grid only
+        allows cells near what the input saw, and a surface only an added panorama sees must be allowed in."""
         path = Path(path)
         payload = load_checkpoint(path, map_location=self.device)
         check_model_config(payload, self.cfg, path)
         self._load_state(payload, path, generator=True)
+        added = self.rays.panorama > 0
+        if bool(added.any()):
+            self.field.occupancy.add_seed_points(self.rays.points[added], int(self.cfg["grid"]["dilation"]))
         LOG.info("train: warm start from %s", path)
 
     def payload(self, metrics: dict, wall: float) -> dict:
