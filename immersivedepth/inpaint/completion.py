@@ -21,29 +21,27 @@ import numpy as np
 
 from immersivedepth.depth.pipeline import estimate_distance
 from immersivedepth.depth.registry import build_depth_models
-from immersivedepth.inpaint.holes import hole_sides
-from immersivedepth.inpaint.inpainters import check_inputs
+from immersivedepth.inpaint.inpainters import FarSideFill
 from immersivedepth.inpaint.laplace import harmonic_fill
 
 __all__ = ["LaplaceDistanceCompletion", "DepthModelCompletion", "pipeline_estimator"]
 
 
-class LaplaceDistanceCompletion:
+class LaplaceDistanceCompletion(FarSideFill):
     """Harmonic log-distance fill from the far side (``depth_ratio``: see :func:`holes.hole_sides`)."""
 
     def __init__(self, depth_ratio: float = 1.15):
         self.depth_ratio = float(depth_ratio)
 
-    def __call__(self, rgb, mask, distance):
-        _, mask, distance = check_inputs(rgb, mask, distance)
-        if not mask.any():
-            return distance.astype(np.float32)
-        sides = hole_sides(mask, distance, depth_ratio=self.depth_ratio)
+    def unchanged(self, rgb, distance):
+        return distance
+
+    def fill(self, rgb, mask, distance, sides):
         known = ~mask & np.isfinite(distance) & (distance > 0)
         logd = np.log(np.where(known, distance, 1.0))
         orphan = float(np.median(logd[known])) if known.any() else 0.0
         filled = np.exp(harmonic_fill(logd, mask, sides.source, orphan_value=orphan))
-        return np.where(mask, filled, distance).astype(np.float32)
+        return np.where(mask, filled, distance)
 
 
 def pipeline_estimator(models: Sequence, depth_cfg: Mapping, *, checkpoint_dir=None, device: str = "cpu") -> Callable:
@@ -56,7 +54,7 @@ def pipeline_estimator(models: Sequence, depth_cfg: Mapping, *, checkpoint_dir=N
     return estimate
 
 
-class DepthModelCompletion:
+class DepthModelCompletion(FarSideFill):
     """Monocular estimate of the inpainted panorama aligned to the known distances (module docstring).
 
     ``estimator``: a callable ``rgb (H,W,3) -> distance (H,W)`` (relative units are fine), or ``None`` to build the
@@ -70,17 +68,16 @@ class DepthModelCompletion:
         self.checkpoint_dir, self.device = checkpoint_dir, device
         self.depth_ratio = float(depth_ratio)
 
-    def __call__(self, rgb, mask, distance):
-        rgb, mask, distance = check_inputs(rgb, mask, distance)
-        if not mask.any():
-            return distance.astype(np.float32)
+    def unchanged(self, rgb, distance):
+        return distance
+
+    def fill(self, rgb, mask, distance, sides):
         if self.estimator is None:
             self.estimator = pipeline_estimator(self.models, self.depth_cfg, checkpoint_dir=self.checkpoint_dir,
                                                 device=self.device)
         est = np.asarray(self.estimator(rgb.astype(np.float32)), np.float64)
         if est.shape != mask.shape:
             raise ValueError(f"DepthModelCompletion: the estimator returned {est.shape}, expected {mask.shape}")
-        sides = hole_sides(mask, distance, depth_ratio=self.depth_ratio)
         known = ~mask & np.isfinite(distance) & (distance > 0) & np.isfinite(est) & (est > 0)
         if not known.any():
             raise ValueError("DepthModelCompletion: no pixel has both a known and an estimated distance")
@@ -90,4 +87,4 @@ class DepthModelCompletion:
         resid[known] = np.log(distance[known]) - log_est[known] - scale
         corr = harmonic_fill(resid, mask, sides.source & known, orphan_value=0.0)
         filled = np.exp(log_est + scale + corr)
-        return np.where(mask, filled, distance).astype(np.float32)
+        return np.where(mask, filled, distance)

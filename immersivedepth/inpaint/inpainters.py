@@ -27,10 +27,10 @@ import numpy as np
 from scipy import ndimage
 
 from immersivedepth import sphere
-from immersivedepth.inpaint.holes import hole_sides, neighbour_index
+from immersivedepth.inpaint.holes import HoleSides, hole_sides, neighbour_index
 from immersivedepth.inpaint.laplace import harmonic_fill
 
-__all__ = ["HarmonicInpainter", "TeleaInpainter", "MirrorInpainter", "check_inputs", "known_mean"]
+__all__ = ["FarSideFill", "HarmonicInpainter", "TeleaInpainter", "MirrorInpainter", "check_inputs", "known_mean"]
 
 _U16 = 65535.0  # full scale of the 16-bit channels handed to OpenCV
 
@@ -53,22 +53,39 @@ def known_mean(values: np.ndarray, mask: np.ndarray):
     return values[known].mean(axis=0) if known.any() else np.full(values.shape[2:], 0.5)
 
 
-class HarmonicInpainter:
+class FarSideFill:
+    """What every built-in filler shares: check the call's arrays, return the input unchanged when there is no hole,
+    split each hole's border into its near and far side (``depth_ratio``: see :func:`holes.hole_sides`) and hand
+    over to :meth:`fill`, which returns the filled ``(H, W, C)`` array (float32 on return)."""
+
+    depth_ratio: float = 1.15
+
+    def __call__(self, rgb, mask, distance):
+        rgb, mask, distance = check_inputs(rgb, mask, distance)
+        if not mask.any():
+            return self.unchanged(rgb, distance).astype(np.float32)
+        sides = hole_sides(mask, distance, depth_ratio=self.depth_ratio)
+        return np.asarray(self.fill(rgb, mask, distance, sides), np.float32)
+
+    def unchanged(self, rgb: np.ndarray, distance: np.ndarray) -> np.ndarray:
+        """The output without a hole (colour fillers: the colours)."""
+        return rgb
+
+    def fill(self, rgb: np.ndarray, mask: np.ndarray, distance: np.ndarray, sides: HoleSides) -> np.ndarray:
+        raise NotImplementedError
+
+
+class HarmonicInpainter(FarSideFill):
     """Laplace-Beltrami fill from each hole's far side (``depth_ratio``: see :func:`holes.hole_sides`)."""
 
     def __init__(self, depth_ratio: float = 1.15):
         self.depth_ratio = float(depth_ratio)
 
-    def __call__(self, rgb, mask, distance):
-        rgb, mask, distance = check_inputs(rgb, mask, distance)
-        if not mask.any():
-            return rgb.astype(np.float32)
-        sides = hole_sides(mask, distance, depth_ratio=self.depth_ratio)
-        return np.clip(harmonic_fill(rgb, mask, sides.source, orphan_value=known_mean(rgb, mask)), 0.0,
-                       1.0).astype(np.float32)
+    def fill(self, rgb, mask, distance, sides):
+        return np.clip(harmonic_fill(rgb, mask, sides.source, orphan_value=known_mean(rgb, mask)), 0.0, 1.0)
 
 
-class TeleaInpainter:
+class TeleaInpainter(FarSideFill):
     """OpenCV inpainting (``method``: ``telea`` | ``ns``) fed from the far side only.
 
     OpenCV cannot be told which border pixels to trust, so the near-side pixels within ``radius + 2`` pixels of a
@@ -85,11 +102,7 @@ class TeleaInpainter:
         self.depth_ratio = float(depth_ratio)
         self.pad = int(pad)
 
-    def __call__(self, rgb, mask, distance):
-        rgb, mask, distance = check_inputs(rgb, mask, distance)
-        if not mask.any():
-            return rgb.astype(np.float32)
-        sides = hole_sides(mask, distance, depth_ratio=self.depth_ratio)
+    def fill(self, rgb, mask, distance, sides):
         band = int(math.ceil(self.radius)) + 2
         near = near_side(sides, distance, band=band)
         # the ring of (hole + band) lies within band + 1 of the hole: classify it with the same per-hole threshold
@@ -131,7 +144,7 @@ def _ring_of(mask: np.ndarray) -> np.ndarray:
     return touch.reshape(h, w) & ~mask
 
 
-class MirrorInpainter:
+class MirrorInpainter(FarSideFill):
     """Exemplar fill by reflection across the far-side ring, harmonic where the reflection is not background.
 
     For a hole pixel ``p`` with nearest far-side ring pixel ``b`` the exemplar is ``2 b - p``; it is used when it is
@@ -144,11 +157,7 @@ class MirrorInpainter:
         self.far_tolerance = float(far_tolerance)
         self.pad = int(pad)
 
-    def __call__(self, rgb, mask, distance):
-        rgb, mask, distance = check_inputs(rgb, mask, distance)
-        if not mask.any():
-            return rgb.astype(np.float32)
-        sides = hole_sides(mask, distance, depth_ratio=self.depth_ratio)
+    def fill(self, rgb, mask, distance, sides):
         base = harmonic_fill(rgb, mask, sides.source, orphan_value=known_mean(rgb, mask))
         p = self.pad
         h, w = mask.shape

@@ -73,6 +73,16 @@ def supervision_digest(panoramas: Sequence[PosedPanorama]) -> str:
     return h.hexdigest()[:16]
 
 
+def _ray_mask(mask: np.ndarray, name: str, what: str, rays: PanoramaRays, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A panorama's pixel mask ``(H, W)`` -> its value at each training ray and at each far ray (bool tensors)."""
+    m = np.asarray(mask, bool)
+    if m.shape != (rays.height, rays.width):
+        raise InputError(f"supervision panorama {name!r}: {what} mask {m.shape} does not match its image "
+                         f"{(rays.height, rays.width)}")
+    flat = torch.as_tensor(m.reshape(-1), device=device)
+    return flat[rays.pixel], flat[rays.far_pixel]
+
+
 class SupervisionRays:
     """All training rays of a list of posed panoramas, concatenated in list order (torch tensors on ``device``).
 
@@ -99,12 +109,7 @@ class SupervisionRays:
             f = torch.zeros(len(r), dtype=torch.bool, device=device)
             f_far = torch.zeros(len(r.far_rgb), dtype=torch.bool, device=device)
             if p.filled is not None:
-                filled = np.asarray(p.filled, bool)
-                if filled.shape != (r.height, r.width):
-                    raise InputError(f"supervision panorama {p.name!r}: fill mask {filled.shape} does not match its "
-                                     f"image {(r.height, r.width)}")
-                flat = torch.as_tensor(filled.reshape(-1), device=device)
-                f, f_far = flat[r.pixel], flat[r.far_pixel]
+                f, f_far = _ray_mask(p.filled, p.name, "fill", r, device)
                 wc = torch.where(f, torch.full_like(wc, float(p.filled_color_weight)), wc)
                 wd = torch.where(f, torch.full_like(wd, float(p.filled_distance_weight)), wd)
                 weighted = True
@@ -116,12 +121,8 @@ class SupervisionRays:
             k = (wc > 0) | (wd > 0)
             k_far = f_far | (float(p.observed_weight) > 0)
             if p.exclude is not None:
-                ex = np.asarray(p.exclude, bool)
-                if ex.shape != (r.height, r.width):
-                    raise InputError(f"supervision panorama {p.name!r}: exclude mask {ex.shape} does not match its "
-                                     f"image {(r.height, r.width)}")
-                flat = torch.as_tensor(ex.reshape(-1), device=device)
-                k, k_far = k & ~flat[r.pixel], k_far & ~flat[r.far_pixel]
+                ex, ex_far = _ray_mask(p.exclude, p.name, "exclude", r, device)
+                k, k_far = k & ~ex, k_far & ~ex_far
             keep.append(k)
             keep_far.append(k_far)
             cw.append(wc[k])
