@@ -332,6 +332,11 @@ def _failed_status(env: Env, result: Result) -> None:
     assert line in _log(env), "log.txt lacks the error line"
 
 
+def _no_depth_outputs(env: Env, result: Result) -> None:
+    written = sorted(p.name for p in (env.run / "depth").glob("*")) if (env.run / "depth").is_dir() else []
+    assert not written, f"a refused depth stage left outputs: {written}"
+
+
 def _nothing_outside(env: Env, result: Result) -> None:
     assert not (env.work / "escaped").exists(), "exp_name=../../escaped wrote outside device.base_exp_dir"
 
@@ -506,6 +511,6 @@ CASES: list[Case] = [
          setup=_dist_3ch, patterns=[r"d3\.npy", r"different channels"], check=_failed_status),
     Case("oracle_foreign_photo", "silent",
          ["dataset.image_path={work}/photo.png", "mode=depth", "depth.source=models", "depth.models=[oracle]"],
-         setup=_foreign_photo, patterns=[r"oracle"], slow=True,
-         todo="the oracle presets refuse images they did not render (depth/oracle.py)"),
+         setup=_foreign_photo, patterns=[r"depth\.models", r"preset 'oracle'", r"living_room", r"checkpoint"],
+         check=_no_depth_outputs),
 ]
