@@ -125,7 +125,9 @@ def from_mapping(cls: type[T], data: Mapping | None, where: str) -> T:
     """Build the dataclass ``cls`` from ``data`` (dict, OmegaConf node, an instance of ``cls``, None: all defaults).
 
     Unknown keys are a :class:`ConfigError` naming the dotted key and the valid ones; values are type-checked
-    recursively (nested dataclasses, lists of dataclasses) and range-checked by the classes' ``__post_init__``.
+    recursively (nested dataclasses, lists of dataclasses) and range-checked by the classes' ``__post_init__``; a
+    check may name its key relative to its own section (``require(ok, "n_levels", ...)``), and ``where`` is put in
+    front of it here, for sections that sit under several keys.
     ``where`` is the dotted path of ``data`` (e.g. ``"field"``), used in every message.
     """
     if isinstance(data, cls):
@@ -153,7 +155,12 @@ def from_mapping(cls: type[T], data: Mapping | None, where: str) -> T:
         kwargs[k] = _coerce(v, hints[k], f"{where}.{k}")
     try:
         return cls(**kwargs)
-    except ConfigError:
+    except ConfigError as exc:
+        # a section used in several places (e.g. field.model.density_grid and .color_grid) names its key relative to
+        # itself ("n_levels must be > 0"): the message gets this section's dotted path, so it names the exact key
+        msg = str(exc)
+        if msg.split(" ", 1)[0] in fields:
+            raise ConfigError(f"{where}.{msg}") from exc
         raise
     except (TypeError, ValueError) as exc:
         msg = str(exc)
