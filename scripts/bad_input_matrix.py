@@ -220,7 +220,9 @@ def generated_cases() -> list[Case]:
                               ("mode=bogus", r"mode"), ("depth.source=bogus", r"depth\.source"),
                               ("seed=abc", r"seed"), ("is_continue=maybe", r"is_continue"),
                               ("exp_name=", r"exp_name"), ("exp_name=a/b", r"exp_name"),
-                              ("exp_name=/tmp/x", r"exp_name"), ("depth.fusion=bogus", r"depth\.fusion"),
+                              ("exp_name=/tmp/x", r"exp_name"), ("exp_name=.", r"exp_name"),
+                              ("dataset.scene_name=x/y", r"dataset\.scene_name"),
+                              ("depth.fusion=bogus", r"depth\.fusion"),
                               ("dataset.allow_resample=perhaps", r"allow_resample"),
                               ("field=nonexistent", r"field"), ("field.optim.stepz=3", r"stepz")]:
         add(Case(override, "vague", [PANO, "mode=depth", override], patterns=[pattern]))

@@ -273,3 +273,22 @@ def test_preflight_defaults_to_the_entry_points_config():
 
     assert preflight(["mode=depth", "field=fast"], REPO / "configs") is None
     assert preflight(["field.optim.stepz=1"], REPO / "configs").startswith("unknown key field.optim.stepz")
+
+
+@pytest.mark.parametrize("key,value", [("exp_name", "a/b"), ("exp_name", "."), ("exp_name", ".."),
+                                       ("exp_name", "../../x"), ("exp_name", "/tmp/x"), ("exp_name", "a\\b"),
+                                       ("exp_name", " "), ("dataset.scene_name", "x/y"), ("dataset.scene_name", "..")])
+def test_run_folder_names_are_one_plain_folder(tmp_path, small_scene, key, value):
+    """exp_name / dataset.scene_name are one folder each: 'a/b' would nest a run inside run 'a' (whose lock does not
+    cover it while its stale-temp clean-up walks into it), '.' would be the scene folder holding every run."""
+    img, _ = small_scene
+    cfg = _cfg([f"dataset.image_path={img}", f"device.base_exp_dir={tmp_path / 'exp'}", "mode=depth",
+                f"{key}='{value}'"])
+    with pytest.raises(ImmersiveDepthError) as info:
+        runner.run(cfg)
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith(f"{key}={value!r} must be a plain folder name"), msg
+    assert not (tmp_path / "exp").exists()  # refused before anything is written
+    ok = _cfg([f"dataset.image_path={img}", f"device.base_exp_dir={tmp_path / 'exp'}", "mode=depth",
+               "exp_name=a_b", "dataset.scene_name=x_y"])
+    assert runner.run(ok).run_dir == tmp_path / "exp" / "x_y" / "a_b"
