@@ -292,3 +292,19 @@ def test_run_folder_names_are_one_plain_folder(tmp_path, small_scene, key, value
     ok = _cfg([f"dataset.image_path={img}", f"device.base_exp_dir={tmp_path / 'exp'}", "mode=depth",
                "exp_name=a_b", "dataset.scene_name=x_y"])
     assert runner.run(ok).run_dir == tmp_path / "exp" / "x_y" / "a_b"
+
+
+def test_a_folder_where_last_pt_should_be_is_refused_before_training(tmp_path, small_scene):
+    """is_continue=true over a last.pt that is a folder used to train from scratch and fail at the first save."""
+    img, _ = small_scene
+    base = [f"dataset.image_path={img}", f"device.base_exp_dir={tmp_path / 'exp'}", *TINY_FIELD, "mode=train"]
+    ctx = runner.run(_cfg(base))
+    last = ctx.run_dir / "checkpoints" / "last.pt"
+    last.unlink()
+    last.mkdir()
+    steps_before = sorted(p.name for p in last.parent.iterdir())
+    with pytest.raises(ImmersiveDepthError) as info:
+        runner.run(_cfg(base + ["is_continue=true", "field.optim.steps=5"]))
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith(f"{last} is not a checkpoint file") and "new exp_name" in msg, msg
+    assert sorted(p.name for p in last.parent.iterdir()) == steps_before  # nothing trained, nothing written
