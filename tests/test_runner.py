@@ -192,7 +192,8 @@ def test_evaluate_mode_scores_depth_and_says_what_it_skipped(tmp_path, small_sce
                                        "anchors_per_ring"),
         ("depth.tiles.levl=1", "unknown key depth.tiles.levl; valid keys under depth.tiles: antialias"),
         ("field.optim.steps=abc", "field.optim.steps: Value 'abc' of type 'str' could not be converted to Integer"),
-        ("field=fastt", "Could not find 'field/fastt': no such preset"),
+        ("field=fastt", "Could not find 'field/fastt': no such preset; field= takes one of default, fast"),
+        ("inpaint=nope", "Could not find 'inpaint/nope': no such preset; inpaint= takes one of default, fast, none"),
     ],
 )
 def test_command_line_preflight_names_the_key_and_the_valid_ones(override, message):
