@@ -12,14 +12,16 @@ differs, and command-line overrides are type-checked. Library callers (tests, sc
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
-from immersivedepth.errors import ConfigError
+from immersivedepth.errors import ConfigError, one_line
 
-__all__ = ["to_plain", "from_mapping", "as_dict", "require", "positive", "non_negative", "one_of"]
+__all__ = ["to_plain", "from_mapping", "as_dict", "require", "positive", "non_negative", "one_of",
+           "instantiate_failure"]
 
 T = TypeVar("T")
 
@@ -184,3 +186,12 @@ def non_negative(value, key: str) -> None:
 
 def one_of(value, choices: Sequence, key: str) -> None:
     require(value in choices, key, f"must be one of {', '.join(map(str, choices))}, got {value!r}")
+
+
+_HYDRA_HINT = re.compile(r",?\s*set env var HYDRA_FULL_ERROR=1 to see chained exception\.?")
+
+
+def instantiate_failure(exc: BaseException, limit: int = 200) -> str:
+    """Why ``hydra.utils.instantiate`` failed, on one line, without Hydra's ``HYDRA_FULL_ERROR=1`` hint (this project
+    shows tracebacks with ``IMMERSIVEDEPTH_DEBUG=1``)."""
+    return one_line(_HYDRA_HINT.sub("", str(exc)).strip() or type(exc).__name__, limit)

@@ -190,6 +190,11 @@ def test_registry_presets_targets_and_errors():
         build_depth_models([])
     with pytest.raises(DepthModelError, match="cannot instantiate"):
         build_depth_models([{"_target_": "immersivedepth.depth.oracle.OracleDepthModel", "noise": -1}])
+    with pytest.raises(DepthModelError) as info:  # Hydra's own HYDRA_FULL_ERROR hint is not this project's advice
+        build_depth_models([{"_target_": "nosuchpkg.Model"}])
+    assert str(info.value).startswith("depth.models[0]: cannot instantiate 'nosuchpkg.Model' (Error locating target "
+                                      "'nosuchpkg.Model'); give an importable _target_")
+    assert "HYDRA_FULL_ERROR" not in str(info.value)
 
 
 def test_oracle_is_exact_and_deterministic():

@@ -15,7 +15,7 @@ from typing import Any
 
 from hydra.utils import instantiate
 
-from immersivedepth.config import to_plain
+from immersivedepth.config import instantiate_failure, to_plain
 from immersivedepth.depth.models import ENV_VAR, PRESETS, build_preset, find_checkpoint
 from immersivedepth.depth.models.checkpoints import checkpoint_dirs
 from immersivedepth.depth.oracle import OracleDepthModel
@@ -104,7 +104,9 @@ def build_depth_models(entries, *, checkpoint_dir=None, device: str = "cpu") -> 
             try:
                 model = instantiate(cfg)
             except Exception as exc:
-                raise DepthModelError(f"depth.models[{i}]: cannot instantiate {cfg['_target_']!r}: {exc}") from exc
+                raise DepthModelError(f"depth.models[{i}]: cannot instantiate {cfg['_target_']!r} "
+                                      f"({instantiate_failure(exc)}); give an importable _target_ (package installed, "
+                                      "module.Class spelled right) and its keyword arguments") from exc
         else:
             raise DepthModelError(
                 f"depth.models[{i}] = {entry!r} is neither a preset name nor a mapping with _target_"
