@@ -12,14 +12,16 @@ differs, and command-line overrides are type-checked. Library callers (tests, sc
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
-from immersivedepth.errors import ConfigError
+from immersivedepth.errors import ConfigError, one_line
 
-__all__ = ["to_plain", "from_mapping", "as_dict", "require", "positive", "non_negative", "one_of"]
+__all__ = ["to_plain", "from_mapping", "as_dict", "require", "positive", "non_negative", "one_of",
+           "instantiate_failure"]
 
 T = TypeVar("T")
 
@@ -125,7 +127,9 @@ def from_mapping(cls: type[T], data: Mapping | None, where: str) -> T:
     """Build the dataclass ``cls`` from ``data`` (dict, OmegaConf node, an instance of ``cls``, None: all defaults).
 
     Unknown keys are a :class:`ConfigError` naming the dotted key and the valid ones; values are type-checked
-    recursively (nested dataclasses, lists of dataclasses) and range-checked by the classes' ``__post_init__``.
+    recursively (nested dataclasses, lists of dataclasses) and range-checked by the classes' ``__post_init__``; a
+    check may name its key relative to its own section (``require(ok, "n_levels", ...)``), and ``where`` is put in
+    front of it here, for sections that sit under several keys.
     ``where`` is the dotted path of ``data`` (e.g. ``"field"``), used in every message.
     """
     if isinstance(data, cls):
@@ -153,7 +157,12 @@ def from_mapping(cls: type[T], data: Mapping | None, where: str) -> T:
         kwargs[k] = _coerce(v, hints[k], f"{where}.{k}")
     try:
         return cls(**kwargs)
-    except ConfigError:
+    except ConfigError as exc:
+        # a section used in several places (e.g. field.model.density_grid and .color_grid) names its key relative to
+        # itself ("n_levels must be > 0"): the message gets this section's dotted path, so it names the exact key
+        msg = str(exc)
+        if msg.split(" ", 1)[0] in fields:
+            raise ConfigError(f"{where}.{msg}") from exc
         raise
     except (TypeError, ValueError) as exc:
         msg = str(exc)
@@ -177,3 +186,12 @@ def non_negative(value, key: str) -> None:
 
 def one_of(value, choices: Sequence, key: str) -> None:
     require(value in choices, key, f"must be one of {', '.join(map(str, choices))}, got {value!r}")
+
+
+_HYDRA_HINT = re.compile(r",?\s*set env var HYDRA_FULL_ERROR=1 to see chained exception\.?")
+
+
+def instantiate_failure(exc: BaseException, limit: int = 200) -> str:
+    """Why ``hydra.utils.instantiate`` failed, on one line, without Hydra's ``HYDRA_FULL_ERROR=1`` hint (this project
+    shows tracebacks with ``IMMERSIVEDEPTH_DEBUG=1``)."""
+    return one_line(_HYDRA_HINT.sub("", str(exc)).strip() or type(exc).__name__, limit)

@@ -7,7 +7,8 @@ is classified as: ``clear error`` (exit 2, one line naming the key or file and w
 input used correctly), ``traceback``, ``silent wrong`` (exit 0 or a wrong result where an error or a different
 result was due), ``lost data`` (outputs deleted/replaced, temp files left, nothing saved on SIGTERM), ``vague``
 (an error line that does not name the key/file or what to do, or printed twice), ``refused`` (a valid input
-rejected). The totals go to BENCHMARKS.md; ``--verbose`` prints each case's problems and error line.
+rejected); ``harness error``: the case's own setup or check raised (a bug of the matrix, not of the product; the
+other cases still run). The totals go to BENCHMARKS.md; ``--verbose`` prints each case's problems and error line.
 
 The matrix = the suite's cases (``tests/bad_input_cases.py``) + families generated here (every count and interval
 of the field config at 0 / -1 / a word, image and distance file defects, config values, checkpoints, poses files,
@@ -44,6 +45,8 @@ from bad_input_cases import (  # noqa: E402
     Env,
     Result,
     error_lines,
+    exr_claiming,
+    float_tiff_claiming,
     jpeg_with_orientation,
     mark_train_interrupted,
     png_claiming,
@@ -52,12 +55,13 @@ from bad_input_cases import (  # noqa: E402
     tiny_inputs,
     train_template,
     two_tone,
+    upright_points,
 )
 
 from immersivedepth import io  # noqa: E402
 
 PANO = "dataset.image_path={pano}"
-CATEGORIES = ("clear error", "handled", "traceback", "silent wrong", "lost data", "vague", "refused")
+CATEGORIES = ("clear error", "handled", "traceback", "silent wrong", "lost data", "vague", "refused", "harness error")
 CHECK_CATEGORY = {"lost": "lost data", "traceback": "lost data", "silent": "silent wrong", "warning": "silent wrong",
                   "vague": "vague", "failed-status": "vague"}
 
@@ -163,6 +167,14 @@ def _exif(orientation: int):
     return setup
 
 
+def _tiff_orientation(orientation: int):
+    """A TIFF whose own Orientation tag turns the stored pixels into the upright two-tone picture."""
+    def setup(env: Env):
+        stored = np.ascontiguousarray(EXIF_STORED[orientation](two_tone()))
+        Image.fromarray(stored).save(env.work / f"t{orientation}.tif", tiffinfo={0x0112: orientation})
+    return setup
+
+
 def _pano_16bit(env: Env):
     io.write_image(env.work / "p16.png", (io.read_panorama(env.inputs["pano"]) * 65535).astype(np.uint16))
 
@@ -208,7 +220,9 @@ def generated_cases() -> list[Case]:
                               ("mode=bogus", r"mode"), ("depth.source=bogus", r"depth\.source"),
                               ("seed=abc", r"seed"), ("is_continue=maybe", r"is_continue"),
                               ("exp_name=", r"exp_name"), ("exp_name=a/b", r"exp_name"),
-                              ("exp_name=/tmp/x", r"exp_name"), ("depth.fusion=bogus", r"depth\.fusion"),
+                              ("exp_name=/tmp/x", r"exp_name"), ("exp_name=.", r"exp_name"),
+                              ("dataset.scene_name=x/y", r"dataset\.scene_name"),
+                              ("depth.fusion=bogus", r"depth\.fusion"),
                               ("dataset.allow_resample=perhaps", r"allow_resample"),
                               ("field=nonexistent", r"field"), ("field.optim.stepz=3", r"stepz")]:
         add(Case(override, "vague", [PANO, "mode=depth", override], patterns=[pattern]))
@@ -220,12 +234,17 @@ def generated_cases() -> list[Case]:
         ("image_text_file", _write("text.png", b"hello, this is not an image"), [r"text\.png"]),
         ("image_truncated", _truncated_png, [r"trunc\.png"]),
         ("image_huge_jpeg_header", _huge_jpeg, [r"huge\.jpg", r"dataset\.max_pixels"]),
+        ("image_huge_float_tiff_header", lambda env: float_tiff_claiming(env.work / "huge.tif", 30000, 20000),
+         [r"huge\.tif", r"30000x20000", r"dataset\.max_pixels"]),
+        ("image_huge_exr_header", lambda env: exr_claiming(env.work / "huge.exr", 30000, 20000),
+         [r"huge\.exr", r"30000x20000", r"dataset\.max_pixels"]),
         ("image_not_2to1", _image("wide.png", np.zeros((h, w + 6, 3), np.float32)), [r"wide\.png", r"allow_resample"]),
         ("image_1x1", _image("dot.png", np.zeros((1, 1, 3), np.float32)), [r"dot\.png"]),
         ("image_unknown_suffix", _write("pano.xyz", b"\0" * 100), [r"pano\.xyz"]),
     ]:
         name = {"image_empty_file": "empty.png", "image_text_file": "text.png", "image_truncated": "trunc.png",
-                "image_huge_jpeg_header": "huge.jpg", "image_not_2to1": "wide.png", "image_1x1": "dot.png",
+                "image_huge_jpeg_header": "huge.jpg", "image_huge_float_tiff_header": "huge.tif",
+                "image_huge_exr_header": "huge.exr", "image_not_2to1": "wide.png", "image_1x1": "dot.png",
                 "image_unknown_suffix": "pano.xyz"}[cid]
         add(Case(cid, "traceback", [f"dataset.image_path={{work}}/{name}", "dataset.distance_path={dist}",
                                     "mode=depth"], setup=setup, patterns=patterns))
@@ -238,9 +257,12 @@ def generated_cases() -> list[Case]:
         ("image_exr_hdr_nan", lambda env: io.write_exr(env.work / "p.exr", np.where(
             rng.uniform(size=(h, w, 1)) < 0.01, np.nan, 2 * io.read_panorama(env.inputs["pano"])).astype(np.float32)),
          "p.exr"),
-    ] + [(f"image_exif_{o}", _exif(o), f"e{o}.jpg") for o in range(1, 9)]:
-        add(Case(cid, "silent", [f"dataset.image_path={{work}}/{name}", "dataset.distance_path={dist}", "mode=depth"],
-                 expect="ok", setup=setup))
+    ] + [(f"image_exif_{o}", _exif(o), f"e{o}.jpg") for o in range(1, 9)] + [
+        (f"image_tiff_orientation_{o}", _tiff_orientation(o), f"t{o}.tif") for o in (3, 4, 6, 8)]:
+        # the turned two-tone pictures must come out upright (red above the horizon), not only be accepted
+        check = upright_points if cid.startswith(("image_exif_", "image_tiff_orientation_")) else None
+        add(Case(cid, "silent", [f"dataset.image_path={{work}}/{name}", "dataset.distance_path={dist}", "mode=depth",
+                                 "dataset.scene_name=pano"], expect="ok", setup=setup, check=check))
     # reference distance files
     for cid, setup, args, patterns in [
         ("distance_missing", None, ["dataset.distance_path={work}/nope.npy"],
@@ -279,6 +301,8 @@ def generated_cases() -> list[Case]:
          [r"pano_distance\.npy", r"distance_format"]),
         ("distance_huge_png_header", lambda env: png_claiming(env.work / "hd.png", 100000, 50000),
          ["dataset.distance_path={work}/hd.png", "dataset.distance_format=matterport3d"], [r"hd\.png", r"max_pixels"]),
+        ("distance_huge_exr_header", lambda env: exr_claiming(env.work / "hd.exr", 100000, 50000),
+         ["dataset.distance_path={work}/hd.exr"], [r"hd\.exr", r"max_pixels"]),
         ("reference_source_without_reference", lambda env: _copy_pano_as("lonely.png")(env),
          ["dataset.image_path={work}/lonely.png", "depth.source=reference"], [r"distance_path"]),
     ]:
@@ -367,6 +391,9 @@ def main(argv: list[str] | None = None) -> int:
     cases = all_cases()
     if args.only:
         wanted = set(args.only.split(","))
+        unknown = wanted - {c.id for c in cases}
+        if unknown:
+            raise SystemExit(f"--only: unknown case ids {sorted(unknown)} (see --list)")
         cases = [c for c in cases if c.id in wanted]
     if args.list:
         for c in cases:
@@ -379,18 +406,31 @@ def main(argv: list[str] | None = None) -> int:
     inputs = tiny_inputs(root / "inputs")
     trained = train_template(root / "template", inputs) if any(c.needs_trained for c in cases) else None
     envs = {c.id: Env(work=root / f"case{i:03d}", inputs=inputs, trained=trained) for i, c in enumerate(cases)}
+    done = []
+
+    def evaluate(c: Case) -> dict:
+        """Run and classify one case; a failure of the harness itself (a setup or check that raises) becomes a
+        ``harness error`` row instead of ending the whole matrix."""
+        env = envs[c.id]
+        try:
+            res = run_case(c, env)
+            found = problems(c, env, res)
+            category = classify(c, found)
+            row = {"id": c.id, "class": c.issue_class, "category": category, "exit": res.returncode,
+                   "problems": found, "error": (error_lines(res) or [""])[-1], "seconds": round(res.seconds, 1)}
+        except Exception as exc:  # noqa: BLE001 - reported per case, the other cases still run
+            row = {"id": c.id, "class": c.issue_class, "category": "harness error", "exit": None,
+                   "problems": [f"{type(exc).__name__}: {exc}"], "error": "", "seconds": None}
+        done.append(c.id)
+        print(f"[{len(done)}/{len(cases)}] {row['category']:12s} {c.id}", flush=True)
+        return row
+
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-        results = dict(zip([c.id for c in cases], pool.map(lambda c: run_case(c, envs[c.id]), cases)))
-    rows = []
-    for c in cases:
-        env, res = envs[c.id], results[c.id]
-        found = problems(c, env, res)
-        category = classify(c, found)
-        line = (error_lines(res) or [""])[-1]
-        rows.append({"id": c.id, "class": c.issue_class, "category": category, "exit": res.returncode,
-                     "problems": found, "error": line, "seconds": round(res.seconds, 1)})
-        if args.verbose:
-            print(f"[{category:12s}] {c.id} (exit {res.returncode}) {'; '.join(found)}\n    {line[:300]}")
+        rows = list(pool.map(evaluate, cases))
+    if args.verbose:
+        for row in rows:
+            print(f"[{row['category']:12s}] {row['id']} (exit {row['exit']}) {'; '.join(row['problems'])}\n"
+                  f"    {row['error'][:300]}")
     totals = Counter(r["category"] for r in rows)
     print(f"\n{len(rows)} cases in {time.monotonic() - t0:.0f} s (jobs={args.jobs}):")
     for cat in CATEGORIES:

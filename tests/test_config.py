@@ -32,6 +32,22 @@ def test_values_are_typed_and_errors_name_the_dotted_key():
         resolve_config({"model": 3})
 
 
+@pytest.mark.parametrize("section", ["density_grid", "color_grid", "density_mlp", "color_mlp"])
+def test_shared_sections_name_their_exact_key(section):
+    """HashGridConfig / MLPConfig sit under two keys each: a bad value names the one it was given under, not a
+    wildcard like field.model.*_grid.n_levels."""
+    key, value, words = (("n_levels", 0, "must be > 0, got 0") if section.endswith("grid") else
+                         ("width", -1, "must be > 0, got -1"))
+    with pytest.raises(ConfigError, match=rf"^field\.model\.{section}\.{key} {words}$"):
+        resolve_config({"model": {section: {key: value}}})
+    if section.endswith("grid"):
+        with pytest.raises(ConfigError, match=rf"^field\.model\.{section}\.finest_resolution must be >= "):
+            resolve_config({"model": {section: {"finest_resolution": 2}}})
+    else:
+        with pytest.raises(ConfigError, match=rf"^field\.model\.{section}\.depth must be >= 0, got -1$"):
+            resolve_config({"model": {section: {"depth": -1}}})
+
+
 def test_list_items_are_schemas_too():
     cfg = from_mapping(RenderConfig, {"paths": [{"kind": "circle", "n_frames": "8"}]}, "render")
     assert cfg.paths[0].name == "circle" and cfg.paths[0].n_frames == 8 and cfg.paths[0].width == 512

@@ -23,7 +23,7 @@ def room():
 
 
 def oracle_tiles(cams, **kw):
-    model = OracleDepthModel(scene="box", **kw)
+    model = OracleDepthModel(scene="box", check_input=False, **kw)  # placeholder tiles: only their shape is used
     K = torch.from_numpy(np.stack([c.K for c in cams]))
     R = torch.from_numpy(np.stack([c.R for c in cams]))
     return model, model(torch.zeros(len(cams), 3, cams[0].height, cams[0].width), K=K, R=R).numpy()

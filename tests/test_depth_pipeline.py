@@ -190,6 +190,11 @@ def test_registry_presets_targets_and_errors():
         build_depth_models([])
     with pytest.raises(DepthModelError, match="cannot instantiate"):
         build_depth_models([{"_target_": "immersivedepth.depth.oracle.OracleDepthModel", "noise": -1}])
+    with pytest.raises(DepthModelError) as info:  # Hydra's own HYDRA_FULL_ERROR hint is not this project's advice
+        build_depth_models([{"_target_": "nosuchpkg.Model"}])
+    assert str(info.value).startswith("depth.models[0]: cannot instantiate 'nosuchpkg.Model' (Error locating target "
+                                      "'nosuchpkg.Model'); give an importable _target_")
+    assert "HYDRA_FULL_ERROR" not in str(info.value)
 
 
 def test_oracle_is_exact_and_deterministic():
@@ -197,15 +202,45 @@ def test_oracle_is_exact_and_deterministic():
     cams = [c for c in __import__("immersivedepth.depth.tiles", fromlist=["x"]).make_tile_cameras(32)[:4]]
     K = torch.from_numpy(np.stack([c.K for c in cams]))
     R = torch.from_numpy(np.stack([c.R for c in cams]))
-    m = OracleDepthModel(scene=scene, scale_range=(1, 1), shift_range=(0, 0))
+    # placeholder tiles (only their shape is used): the scene check is off
+    m = OracleDepthModel(scene=scene, scale_range=(1, 1), shift_range=(0, 0), check_input=False)
     d = m(torch.zeros(4, 3, 32, 32), K=K, R=R).numpy()
     z = np.stack([scene.render_camera(c)["depth"] for c in cams])
     np.testing.assert_allclose(d * z, 1.0, rtol=1e-5)
-    noisy = OracleDepthModel(scene=scene, noise=0.01, warp_amplitude=0.1, seed=5)
+    noisy = OracleDepthModel(scene=scene, noise=0.01, warp_amplitude=0.1, seed=5, check_input=False)
     a = noisy(torch.zeros(4, 3, 32, 32), K=K, R=R)
     b = torch.cat([noisy(torch.zeros(2, 3, 32, 32), K=K[2:], R=R[2:]),
                    noisy(torch.zeros(2, 3, 32, 32), K=K[:2], R=R[:2])])
     torch.testing.assert_close(a, torch.cat([b[2:], b[:2]]))  # per-tile seeds: batching/order do not matter
+
+
+def test_oracle_presets_refuse_panoramas_that_are_not_their_scene():
+    """An oracle returns its own scene's depth whatever it is shown: any other panorama must be refused in one line
+    naming the preset and its scene and what to use instead, not answered with the synthetic room's distances."""
+    from immersivedepth.errors import ConfigError
+
+    rng = np.random.default_rng(0)
+    living = __import__("immersivedepth.scenes.synthetic", fromlist=["x"]).make_scene("living_room")
+    foreign = {"noise": rng.uniform(0, 1, (32, 64, 3)).astype(np.float32),
+               "grey": np.full((32, 64, 3), 0.5, np.float32),
+               "another scene": living.render_panorama(32, 64)["rgb"]}
+    for label, pano in foreign.items():
+        models = build_depth_models(["oracle_box"])
+        with pytest.raises(ConfigError) as info:
+            estimate_distance(pano, models, small_cfg(tiles={"size": 64}))
+        msg = str(info.value)
+        assert "\n" not in msg and "failed on tiles" not in msg, label
+        assert msg.startswith("depth.models: preset 'oracle_box' only reproduces the built-in synthetic scene 'box' "
+                              "(for tests and benchmarks)"), msg
+        assert "depth.models=[dav2_vitl]" in msg and "$IMMERSIVEDEPTH_CHECKPOINTS" in msg, msg
+    # a model built from a config (no preset name) is named by its scene
+    with pytest.raises(ConfigError, match=r"^depth\.models: OracleDepthModel\(scene='box'\) only reproduces"):
+        estimate_distance(foreign["noise"], [("o", oracle())], small_cfg())
+    # its own scene, even from a tiny 8-bit panorama, is accepted; the check can be switched off explicitly
+    own = np.round(BoxRoomScene().render_panorama(32, 64)["rgb"] * 255) / 255
+    assert np.isfinite(estimate_distance(own, build_depth_models(["oracle_box"]), small_cfg()).distance).all()
+    unchecked = estimate_distance(foreign["noise"], [("o", oracle(check_input=False))], small_cfg())
+    assert unchecked.distance.shape == (32, 64)
 
 
 # --------------------------------------------------------------------------- normals + outputs

@@ -143,6 +143,144 @@ def test_npy_shape_over_cap_refused_before_reading(tmp_path):
         io.read_distance(path, max_pixels=100)
 
 
+def _exr_claiming(path, width: int, height: int, channels: int = 3) -> None:
+    """A valid 4x2 EXR whose data and display windows are rewritten to claim ``width`` x ``height``."""
+    io.write_exr(path, np.ones((2, 4, channels), np.float32) if channels > 1 else np.ones((2, 4), np.float32))
+    data = bytearray(path.read_bytes())
+    for name in (b"dataWindow\0box2i\0", b"displayWindow\0box2i\0"):
+        at = data.index(name) + len(name) + 4  # after the attribute's name, type and 4-byte size
+        data[at: at + 16] = struct.pack("<iiii", 0, 0, width - 1, height - 1)
+    path.write_bytes(bytes(data))
+
+
+def _tiff_claiming(path, width: int, height: int) -> None:
+    """A valid 8x4 float32 RGB TIFF (which Pillow cannot parse; OpenCV decodes it) claiming ``width`` x ``height``."""
+    import cv2
+
+    assert cv2.imwrite(str(path), np.ones((4, 8, 3), np.float32))
+    data = bytearray(path.read_bytes())
+    order = "<" if data[:2] == b"II" else ">"
+    (ifd,) = struct.unpack(order + "I", data[4:8])
+    (n,) = struct.unpack(order + "H", data[ifd: ifd + 2])
+    for k in range(n):
+        at = ifd + 2 + 12 * k
+        tag, kind = struct.unpack(order + "HH", data[at: at + 4])
+        if tag in (256, 257):
+            value = width if tag == 256 else height
+            data[at + 8: at + 12] = struct.pack(order + ("HH" if kind == 3 else "I"), *(
+                (value, 0) if kind == 3 else (value,)))
+    path.write_bytes(bytes(data))
+
+
+def test_absurd_exr_header_refused_before_decoding(tmp_path):
+    """An EXR data window claiming 100000x50000 (18.6 GB as float32 RGB) is refused from the header, with the same
+    cap and message as a PNG's, for a panorama, a distance map and a size query alike."""
+    path = tmp_path / "huge.exr"
+    _exr_claiming(path, 100000, 50000)
+    for read in (io.read_panorama, lambda p: io.read_distance(p), io.panorama_size, io.read_exr):
+        with pytest.raises(io.ImageReadError) as info:
+            read(path)
+        msg = str(info.value)
+        assert "\n" not in msg and msg.count("huge.exr") == 1
+        assert "huge.exr claims 100000x50000 pixels" in msg and "cap of 268435456 pixels (dataset.max_pixels)" in msg
+        assert "raise dataset.max_pixels" in msg
+
+
+def test_exr_pixel_cap_is_the_images_cap(tmp_path):
+    """The cap is the one of io/header.py (a parameter, ``dataset.max_pixels``), applied to EXR data windows."""
+    path = tmp_path / "p.exr"
+    io.write_exr(path, np.zeros((32, 64, 3), np.float32))
+    with pytest.raises(io.ImageReadError, match=r"p\.exr claims 64x32 pixels .*cap of 1000 pixels"):
+        io.read_panorama(path, max_pixels=1000)
+    assert io.read_panorama(path, max_pixels=64 * 32).shape == (32, 64, 3)
+    assert io.panorama_size(path) == (32, 64)
+    d = tmp_path / "d.exr"
+    io.write_exr(d, np.ones((32, 64), np.float32))
+    with pytest.raises(io.ImageReadError, match=r"d\.exr claims 64x32 pixels .*cap of 100 pixels"):
+        io.read_distance(d, max_pixels=100)
+    assert io.read_distance(d, max_pixels=None).shape == (32, 64)
+
+
+def test_absurd_float_tiff_header_refused_before_decoding(tmp_path):
+    """Pillow cannot parse a float32 RGB TIFF (OpenCV decodes it): its size is read from the TIFF directory."""
+    path = tmp_path / "f.tif"
+    _tiff_claiming(path, 8, 4)
+    assert io.read_panorama(path).shape == (4, 8, 3)  # the rewrite itself keeps a readable file
+    with pytest.raises(io.ImageReadError, match=r"f\.tif claims 8x4 pixels .*cap of 16 pixels"):
+        io.read_panorama(path, max_pixels=16)
+    huge = tmp_path / "huge.tif"
+    _tiff_claiming(huge, 30000, 20000)  # 600 Mpx: under OpenCV's own limit (2^30), 7.2 GB as float32 RGB
+    with pytest.raises(io.ImageReadError) as info:
+        io.read_panorama(huge)
+    msg = str(info.value)
+    assert "\n" not in msg and "huge.tif claims 30000x20000 pixels" in msg and "dataset.max_pixels" in msg
+    assert io.panorama_size(path) == (4, 8)
+
+
+def _with_tiff_orientation(path, orientation: int) -> None:
+    """Give an OpenCV-written TIFF an Orientation tag (its PlanarConfiguration entry, 1 = the default, is reused)."""
+    data = bytearray(path.read_bytes())
+    order = "<" if data[:2] == b"II" else ">"
+    (ifd,) = struct.unpack(order + "I", data[4:8])
+    (n,) = struct.unpack(order + "H", data[ifd: ifd + 2])
+    for k in range(n):
+        at = ifd + 2 + 12 * k
+        if struct.unpack(order + "H", data[at: at + 2])[0] == 284:
+            data[at: at + 12] = struct.pack(order + "HHIHH", 274, 3, 1, orientation, 0)
+            path.write_bytes(bytes(data))
+            return
+    raise AssertionError("no PlanarConfiguration entry to reuse")
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_tiff_orientation_applied_once(tmp_path, orientation):
+    """OpenCV turns a TIFF by its own Orientation tag while decoding (Pillow reports the turned size): the reader must
+    not turn it a second time. 8-bit (Pillow parses the header) and float RGB (the TIFF directory reader) alike."""
+    import cv2
+
+    from immersivedepth.io.header import _tiff_header, apply_orientation
+    from immersivedepth.io.images import decode_raster
+
+    rng = np.random.default_rng(orientation)
+    stored = rng.uniform(0, 255, (6, 12, 3)).astype(np.uint8)
+    want = apply_orientation(stored, orientation)
+    path = tmp_path / "o.tif"
+    Image.fromarray(stored).save(path, tiffinfo={274: orientation})
+    assert _tiff_header(path) == (12, 6, orientation)
+    header = io.read_header(path)
+    assert (header.width, header.height, header.orientation) == (12, 6, orientation)
+    got = np.round(io.read_panorama(path, allow_resample=True) * 255) if orientation < 5 else None
+    if got is not None:
+        np.testing.assert_array_equal(got, want)
+    else:  # turned by 90 degrees: 6x12 displayed, not 2:1, and the error says why
+        with pytest.raises(InputError, match=rf"o\.tif is 6x12 .*orientation {orientation}"):
+            io.read_panorama(path)
+    raw, _ = decode_raster(path)
+    np.testing.assert_array_equal(raw[..., ::-1], want)
+    fpath = tmp_path / "f.tif"  # float RGB: Pillow cannot parse it, the TIFF directory reader does
+    assert cv2.imwrite(str(fpath), stored[..., ::-1].astype(np.float32) / 255)
+    _with_tiff_orientation(fpath, orientation)
+    assert _tiff_header(fpath) == (12, 6, orientation)
+    fraw, fheader = decode_raster(fpath)
+    assert fheader is not None and fheader.orientation == orientation
+    np.testing.assert_allclose(fraw[..., ::-1] * 255, want, atol=1e-3)
+
+
+@pytest.mark.parametrize("big", [False, True])
+def test_tiff_directory_reader(tmp_path, big):
+    """Classic TIFF and BigTIFF; anything else (or a directory past the end of the file) is not a TIFF header."""
+    from immersivedepth.io.header import _tiff_header
+
+    path = tmp_path / "o.tif"
+    Image.fromarray(np.zeros((5, 7, 3), np.uint8)).save(path, tiffinfo={274: 8}, big_tiff=big)
+    assert path.read_bytes()[2] == (43 if big else 42)
+    assert _tiff_header(path) == (7, 5, 8)
+    (tmp_path / "bad.tif").write_bytes(b"II*\0" + b"\xff" * 12)
+    assert _tiff_header(tmp_path / "bad.tif") is None
+    io.write_image(tmp_path / "p.png", np.zeros((4, 8, 3), np.float32))
+    assert _tiff_header(tmp_path / "p.png") is None
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # distance layouts
 

@@ -192,7 +192,8 @@ def test_evaluate_mode_scores_depth_and_says_what_it_skipped(tmp_path, small_sce
                                        "anchors_per_ring"),
         ("depth.tiles.levl=1", "unknown key depth.tiles.levl; valid keys under depth.tiles: antialias"),
         ("field.optim.steps=abc", "field.optim.steps: Value 'abc' of type 'str' could not be converted to Integer"),
-        ("field=fastt", "Could not find 'field/fastt': no such preset"),
+        ("field=fastt", "Could not find 'field/fastt': no such preset; field= takes one of default, fast"),
+        ("inpaint=nope", "Could not find 'inpaint/nope': no such preset; inpaint= takes one of default, fast, none"),
     ],
 )
 def test_command_line_preflight_names_the_key_and_the_valid_ones(override, message):
@@ -273,3 +274,38 @@ def test_preflight_defaults_to_the_entry_points_config():
 
     assert preflight(["mode=depth", "field=fast"], REPO / "configs") is None
     assert preflight(["field.optim.stepz=1"], REPO / "configs").startswith("unknown key field.optim.stepz")
+
+
+@pytest.mark.parametrize("key,value", [("exp_name", "a/b"), ("exp_name", "."), ("exp_name", ".."),
+                                       ("exp_name", "../../x"), ("exp_name", "/tmp/x"), ("exp_name", "a\\b"),
+                                       ("exp_name", " "), ("dataset.scene_name", "x/y"), ("dataset.scene_name", "..")])
+def test_run_folder_names_are_one_plain_folder(tmp_path, small_scene, key, value):
+    """exp_name / dataset.scene_name are one folder each: 'a/b' would nest a run inside run 'a' (whose lock does not
+    cover it while its stale-temp clean-up walks into it), '.' would be the scene folder holding every run."""
+    img, _ = small_scene
+    cfg = _cfg([f"dataset.image_path={img}", f"device.base_exp_dir={tmp_path / 'exp'}", "mode=depth",
+                f"{key}='{value}'"])
+    with pytest.raises(ImmersiveDepthError) as info:
+        runner.run(cfg)
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith(f"{key}={value!r} must be a plain folder name"), msg
+    assert not (tmp_path / "exp").exists()  # refused before anything is written
+    ok = _cfg([f"dataset.image_path={img}", f"device.base_exp_dir={tmp_path / 'exp'}", "mode=depth",
+               "exp_name=a_b", "dataset.scene_name=x_y"])
+    assert runner.run(ok).run_dir == tmp_path / "exp" / "x_y" / "a_b"
+
+
+def test_a_folder_where_last_pt_should_be_is_refused_before_training(tmp_path, small_scene):
+    """is_continue=true over a last.pt that is a folder used to train from scratch and fail at the first save."""
+    img, _ = small_scene
+    base = [f"dataset.image_path={img}", f"device.base_exp_dir={tmp_path / 'exp'}", *TINY_FIELD, "mode=train"]
+    ctx = runner.run(_cfg(base))
+    last = ctx.run_dir / "checkpoints" / "last.pt"
+    last.unlink()
+    last.mkdir()
+    steps_before = sorted(p.name for p in last.parent.iterdir())
+    with pytest.raises(ImmersiveDepthError) as info:
+        runner.run(_cfg(base + ["is_continue=true", "field.optim.steps=5"]))
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith(f"{last} is not a checkpoint file") and "new exp_name" in msg, msg
+    assert sorted(p.name for p in last.parent.iterdir()) == steps_before  # nothing trained, nothing written

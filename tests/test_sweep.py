@@ -129,6 +129,7 @@ def test_joblib_sweep_goes_on_past_bad_files(tmp_path):
     md = (base / "summary.md").read_text()
     assert md.startswith("# Sweep summary: 2 of 4 panoramas done, 2 failed") and "| notimage.png" not in md
     assert f"| {data / 'notimage.png'} | failed | cannot read image" in md
+    assert "add is_continue=true where a training was cut off" in md  # a bare re-run is refused over a cut training
 
 
 def test_evaluate_sweep_resumes_and_retries_only_failures(tmp_path):

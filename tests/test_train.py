@@ -256,8 +256,8 @@ def test_disk_full_keeps_previous_checkpoint(tmp_path, scene_small, monkeypatch,
         monkeypatch.setattr(ckpt.torch, "save", full)
     else:
         monkeypatch.setattr(os, "replace", full)
-    with pytest.raises(OutputError, match=r"could not write a checkpoint .* at step 6 .*No space left on device.*"
-                                              r"previous last.pt is intact"):
+    with pytest.raises(OutputError, match=r"checkpoint of step 6 not saved: cannot write .*: No space left on device; "
+                                              r"the disk is full.*earlier outputs are intact"):
         train_field(rgb, dist, run, cfg, progress=False)
     monkeypatch.setattr(ckpt.torch, "save", real_save)
     monkeypatch.setattr(os, "replace", real_replace)

@@ -6,6 +6,16 @@ networks are wrong: a random per-tile affine map (scale and shift), a smooth low
 warp, an optional edge blur and multiplicative noise. Every distortion is configurable and seeded per tile
 (the seed mixes ``seed`` with the tile's camera, so results do not depend on batching or tile order).
 
+The oracle knows only its own scene, so it checks that the tiles it is given are that scene: each tile's colours are
+compared with the scene's render of the same camera (both area-averaged to ``CHECK_GRID`` x ``CHECK_GRID`` blocks,
+which hides resampling, 8-bit quantisation and aliasing of a low-resolution panorama). A batch whose mean absolute
+difference exceeds ``CHECK_THRESHOLD`` raises :class:`~immersivedepth.errors.ConfigError`: any other panorama would
+silently get the synthetic scene's depth. Measured per tile: renders of the scene differ by <= 0.03 (<= 0.05 for the
+box room cut from a 32x16 panorama); five real photo panoramas, noise, flat grey and the box room / living room
+swapped by 0.07-0.7, and 0.09 or more in every batch of 4 tiles (the default ``depth.tiles.batch_size``), so such a
+run is refused at its first batch. Scenes that share most of the living room's walls (``open_room``,
+``cluttered_room``) are not told apart from it.
+
 :class:`BoxRoomScene` is a closed-form scene (a room plus a few boxes) with the same ``render_camera`` /
 ``render_panorama`` interface as ``immersivedepth.scenes.synthetic``; it needs nothing else and is used
 when ``scene="box"``.
@@ -22,9 +32,15 @@ import numpy as np
 import torch
 
 from immersivedepth import sphere
+from immersivedepth.errors import ConfigError
 from immersivedepth.scenes.synthetic import make_scene, ray_box_slabs
 
-__all__ = ["BoxRoomScene", "OracleDepthModel", "load_scene"]
+__all__ = ["BoxRoomScene", "CHECK_GRID", "CHECK_THRESHOLD", "OracleDepthModel", "load_scene", "scene_label"]
+
+# The input check (see the module doc): tiles and renders are compared as CHECK_GRID x CHECK_GRID block means; a
+# batch whose mean absolute RGB difference is above CHECK_THRESHOLD is not a rendering of the oracle's scene.
+CHECK_GRID = 4
+CHECK_THRESHOLD = 0.075
 
 
 class BoxRoomScene:
@@ -106,6 +122,22 @@ def load_scene(scene):
     return make_scene(scene)
 
 
+def scene_label(scene) -> str:
+    """How messages name an oracle's scene: ``'living_room'`` or ``'box'`` (a name) or the scene object's type."""
+    if isinstance(scene, str):
+        return repr(scene)
+    if isinstance(scene, BoxRoomScene):
+        return repr("box")
+    name = getattr(scene, "name", None)
+    return repr(name) if isinstance(name, str) else type(scene).__name__
+
+
+def _block_means(img: np.ndarray) -> np.ndarray:
+    """``(h, w, 3)`` -> ``(CHECK_GRID, CHECK_GRID, 3)`` area means."""
+    return cv2.resize(np.ascontiguousarray(img, dtype=np.float32), (CHECK_GRID, CHECK_GRID),
+                      interpolation=cv2.INTER_AREA)
+
+
 def _smooth_warp(h: int, w: int, rng: np.random.Generator, frequency: float, n_waves: int = 3) -> np.ndarray:
     """Smooth field ``(h, w)`` with max |f| = 1: a sum of plane waves of ``frequency`` cycles per tile width."""
     y, x = np.meshgrid((np.arange(h) + 0.5) / w, (np.arange(w) + 0.5) / w, indexing="ij")
@@ -121,8 +153,12 @@ def _smooth_warp(h: int, w: int, rng: np.random.Generator, frequency: float, n_w
 class OracleDepthModel:
     """Exact planar depth of a synthetic scene per tile, returned as deliberately distorted disparity.
 
-    Call: ``model(tiles (B,3,H,W), *, K (B,3,3), R (B,3,3)) -> (B,H,W)`` float32 disparity (``tiles`` are
-    only used for their shape). Per tile (seeded by ``seed`` and the camera): disparity ``1/depth``,
+    Call: ``model(tiles (B,3,H,W), *, K (B,3,3), R (B,3,3)) -> (B,H,W)`` float32 disparity. ``tiles`` must be
+    the scene's own colours (float RGB in [0, 1], as the pipeline cuts them from a panorama of the scene): the batch
+    is compared with the scene's render of the same cameras and refused with :class:`ConfigError` when it is not a
+    rendering of the scene (see the module doc). ``check_input=False`` skips the check, for callers that pass
+    placeholder tiles only for their shape. ``name``: how the error names the model (the registry passes the preset
+    name). Per tile (seeded by ``seed`` and the camera): disparity ``1/depth``,
     Gaussian blur of ``blur_sigma`` tile pixels, times ``1 + warp_amplitude * f(x, y)`` with ``f`` a smooth
     field of ``warp_frequency`` cycles per tile (max |f| = 1), then ``scale * d + shift * median(scale * d)``
     with ``log(scale)`` uniform in ``log(scale_range)`` and ``shift`` uniform in ``shift_range``, then
@@ -141,6 +177,8 @@ class OracleDepthModel:
         blur_sigma: float = 0.0,
         seed: int = 0,
         input_size: int | Sequence[int] = 256,
+        check_input: bool = True,
+        name: str | None = None,
     ) -> None:
         if len(scale_range) != 2 or not 0 < scale_range[0] <= scale_range[1]:
             raise ValueError(f"oracle scale_range must be (lo, hi) with 0 < lo <= hi, got {scale_range}")
@@ -161,6 +199,8 @@ class OracleDepthModel:
         self.blur_sigma = float(blur_sigma)
         self.seed = int(seed)
         self.input_size = input_size if isinstance(input_size, int) else tuple(int(s) for s in input_size)
+        self.check_input = bool(check_input)
+        self.name = name
 
     @property
     def scene(self):
@@ -172,11 +212,29 @@ class OracleDepthModel:
         key = np.round(np.concatenate([R.ravel(), K.ravel()]), 5).astype(np.float64).tobytes()
         return np.random.default_rng([self.seed, zlib.crc32(key)])
 
+    def render_tile(self, K: np.ndarray, R: np.ndarray, height: int, width: int) -> dict[str, np.ndarray]:
+        """The scene's render (``rgb``, ``depth``, ...) of one tile camera from ``position``."""
+        cam = sphere.TangentCamera(R=np.asarray(R, np.float64), K=np.asarray(K, np.float64), height=height, width=width)
+        return self.scene.render_camera(cam, position=self.position)
+
     def true_disparity(self, K: np.ndarray, R: np.ndarray, height: int, width: int) -> np.ndarray:
         """Undistorted ``1 / planar depth`` ``(height, width)`` float64 of one tile camera."""
-        cam = sphere.TangentCamera(R=np.asarray(R, np.float64), K=np.asarray(K, np.float64), height=height, width=width)
-        depth = np.asarray(self.scene.render_camera(cam, position=self.position)["depth"], np.float64)
+        depth = np.asarray(self.render_tile(K, R, height, width)["depth"], np.float64)
         return 1.0 / np.maximum(depth, 1e-9)
+
+    @staticmethod
+    def rgb_mismatch(tile_rgb: np.ndarray, render_rgb: np.ndarray) -> float:
+        """Mean absolute difference of two ``(h, w, 3)`` images' ``CHECK_GRID`` x ``CHECK_GRID`` block means."""
+        return float(np.mean(np.abs(_block_means(np.clip(tile_rgb, 0.0, 1.0)) - _block_means(render_rgb))))
+
+    def _refuse(self, mismatch: float) -> ConfigError:
+        what = f"preset {self.name!r}" if self.name else f"OracleDepthModel(scene={scene_label(self._scene_spec)})"
+        return ConfigError(
+            f"depth.models: {what} only reproduces the built-in synthetic scene {scene_label(self._scene_spec)} (for "
+            f"tests and benchmarks) and this panorama is not a rendering of it (mean colour difference "
+            f"{mismatch:.2f} > {CHECK_THRESHOLD} on its tiles), so it would get that scene's depth; for your own "
+            "panorama pick a real model preset (e.g. depth.models=[dav2_vitl]) and point depth.checkpoint_dir or "
+            "$IMMERSIVEDEPTH_CHECKPOINTS at its weights, or give a reference distance (dataset.distance_path=...)")
 
     def distort(self, disp: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Apply this oracle's distortions to one tile's disparity ``(h, w)`` using ``rng``."""
@@ -203,15 +261,23 @@ class OracleDepthModel:
         b, _, h, w = tiles.shape
         Kn = torch.as_tensor(K).detach().cpu().double().numpy().reshape(b, 3, 3)
         Rn = torch.as_tensor(R).detach().cpu().double().numpy().reshape(b, 3, 3)
+        rgb = tiles.detach().float().cpu().numpy().transpose(0, 2, 3, 1) if self.check_input else None
         out = np.empty((b, h, w), np.float32)
+        mismatch = []
         for i in range(b):
-            rng = self._tile_rng(Rn[i], Kn[i])
-            out[i] = self.distort(self.true_disparity(Kn[i], Rn[i], h, w), rng)
+            render = self.render_tile(Kn[i], Rn[i], h, w)
+            if rgb is not None and "rgb" in render:
+                mismatch.append(self.rgb_mismatch(rgb[i], np.asarray(render["rgb"], np.float32)))
+            depth = np.asarray(render["depth"], np.float64)
+            out[i] = self.distort(1.0 / np.maximum(depth, 1e-9), self._tile_rng(Rn[i], Kn[i]))
+        if mismatch and float(np.mean(mismatch)) > CHECK_THRESHOLD:
+            raise self._refuse(float(np.mean(mismatch)))
         return torch.from_numpy(out).to(tiles.device)
 
     def __repr__(self) -> str:
         return (
             f"OracleDepthModel(scene={self._scene_spec!r}, scale_range={self.scale_range}, "
             f"shift_range={self.shift_range}, warp_amplitude={self.warp_amplitude}, noise={self.noise}, "
-            f"blur_sigma={self.blur_sigma}, seed={self.seed}, input_size={self.input_size})"
+            f"blur_sigma={self.blur_sigma}, seed={self.seed}, input_size={self.input_size}, "
+            f"check_input={self.check_input})"
         )

@@ -28,7 +28,7 @@ from immersivedepth.depth.normals import normals_from_distance
 from immersivedepth.depth.preprocess import PreprocessConfig, preprocess_image
 from immersivedepth.depth.registry import DepthModelError
 from immersivedepth.depth.tiles import extract_tiles, make_tile_cameras
-from immersivedepth.errors import ConfigError, InputError
+from immersivedepth.errors import ConfigError, ImmersiveDepthError, InputError
 
 LOG = logging.getLogger("immersivedepth")
 
@@ -183,7 +183,7 @@ def run_models(
             with torch.inference_mode():
                 try:
                     out = model(x, K=K[s:e].to(dev), R=R[s:e].to(dev))
-                except DepthModelError:
+                except ImmersiveDepthError:  # already one line naming the model and what to do
                     raise
                 except Exception as exc:
                     raise DepthModelError(f"depth model {name!r} failed on tiles {s}..{e - 1}: {exc}") from exc

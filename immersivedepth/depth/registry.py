@@ -1,7 +1,8 @@
 """Build the depth models named in ``depth.models``: preset names or ``_target_`` configs.
 
 Presets defined here are the exact oracles used by tests and benchmarks (``oracle``, ``oracle_noisy``,
-``oracle_warped``, ``oracle_blurred``, and ``oracle_box`` on the built-in analytic room); every other name
+``oracle_warped``, ``oracle_blurred`` on the bundled synthetic ``living_room``, and ``oracle_box`` on the built-in
+analytic room); they refuse any panorama that is not a rendering of their scene. Every other name
 goes to ``immersivedepth.depth.models.build_preset`` (the real networks, e.g. ``dav2_vitl`` and
 ``midas_beit_l512``). A mapping with ``_target_`` is instantiated with Hydra, e.g.
 ``'depth.models=[{_target_: mypkg.MyModel, scale: 2}]'``; an optional ``name`` key names it in logs.
@@ -14,7 +15,7 @@ from typing import Any
 
 from hydra.utils import instantiate
 
-from immersivedepth.config import to_plain
+from immersivedepth.config import instantiate_failure, to_plain
 from immersivedepth.depth.models import ENV_VAR, PRESETS, build_preset, find_checkpoint
 from immersivedepth.depth.models.checkpoints import checkpoint_dirs
 from immersivedepth.depth.oracle import OracleDepthModel
@@ -48,7 +49,7 @@ def available_presets() -> list[str]:
 
 def _build_preset(name: str, checkpoint_dir, device: str):
     if name in ORACLE_PRESETS:
-        return OracleDepthModel(**ORACLE_PRESETS[name])
+        return OracleDepthModel(**ORACLE_PRESETS[name], name=name)
     if name not in PRESETS:
         raise DepthModelError(
             f"unknown depth model preset {name!r}; available presets: {', '.join(available_presets())} "
@@ -103,7 +104,9 @@ def build_depth_models(entries, *, checkpoint_dir=None, device: str = "cpu") -> 
             try:
                 model = instantiate(cfg)
             except Exception as exc:
-                raise DepthModelError(f"depth.models[{i}]: cannot instantiate {cfg['_target_']!r}: {exc}") from exc
+                raise DepthModelError(f"depth.models[{i}]: cannot instantiate {cfg['_target_']!r} "
+                                      f"({instantiate_failure(exc)}); give an importable _target_ (package installed, "
+                                      "module.Class spelled right) and its keyword arguments") from exc
         else:
             raise DepthModelError(
                 f"depth.models[{i}] = {entry!r} is neither a preset name nor a mapping with _target_"

@@ -49,9 +49,10 @@ class HashGridConfig:
     finest_resolution: int = 512  # per_level_scale = (finest/base)^(1/(n_levels-1))
 
     def __post_init__(self):
+        # keys relative to the section: config.from_mapping names field.model.density_grid / color_grid in front
         for key in ("n_levels", "n_features_per_level", "log2_hashmap_size", "base_resolution"):
-            positive(getattr(self, key), f"field.model.*_grid.{key}")
-        require(self.finest_resolution >= self.base_resolution, "field.model.*_grid.finest_resolution",
+            positive(getattr(self, key), key)
+        require(self.finest_resolution >= self.base_resolution, "finest_resolution",
                 f"must be >= base_resolution ({self.base_resolution}), got {self.finest_resolution}")
 
 
@@ -61,8 +62,9 @@ class MLPConfig:
     depth: int = 1  # hidden layers
 
     def __post_init__(self):
-        positive(self.width, "field.model.*_mlp.width")
-        non_negative(self.depth, "field.model.*_mlp.depth")
+        # keys relative to the section: config.from_mapping names field.model.density_mlp / color_mlp in front
+        positive(self.width, "width")
+        non_negative(self.depth, "depth")
 
 
 @dataclass

@@ -91,9 +91,9 @@ def _encoding_from(fmt: str | Mapping, path: Path) -> tuple[str, DistanceEncodin
     return fmt, DISTANCE_PRESETS[fmt]
 
 
-def _exr_distance(path: Path) -> np.ndarray:
+def _exr_distance(path: Path, max_pixels: int | None) -> np.ndarray:
     """EXR -> (H,W) or (H,W,C): a 'distance'/'depth'/'Z'/'Y' channel, else R,G,B, else the only channel."""
-    channels = read_exr(path)
+    channels = read_exr(path, max_pixels)
     short = {name.rsplit(".", 1)[-1]: px for name, px in channels.items()}
     for name in ("distance", "depth", "Z", "Y"):
         if name in short:
@@ -154,7 +154,7 @@ def _load_raw_distance(path: Path, container: str, max_pixels: int | None) -> np
                                  "values (dataset.max_pixels); give a distance map of the panorama's size")
         raw = np.array(raw)
     elif kind == "exr":
-        raw = _exr_distance(path)
+        raw = _exr_distance(path, max_pixels)
     else:
         raw = decode_raster(path, max_pixels)[0]
         if raw.ndim == 3 and raw.shape[2] == 4:

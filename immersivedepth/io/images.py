@@ -11,13 +11,14 @@ import numpy as np
 from immersivedepth.errors import InputError
 from immersivedepth.io.atomic import write_bytes
 from immersivedepth.io.common import ImageReadError, InputWarning, PathLike, require_file
-from immersivedepth.io.exr import exr_image
+from immersivedepth.io.exr import exr_image, exr_size
 from immersivedepth.io.header import DEFAULT_MAX_PIXELS, ImageHeader, apply_orientation, read_header
 
 
 def decode_raster(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, ImageHeader | None]:
     """PNG/JPEG/TIFF/... -> (pixels as displayed, header): OpenCV's IMREAD_UNCHANGED array (BGR[A], 8/16-bit kept)
-    turned by the file's EXIF orientation; the header (``None`` if Pillow cannot parse it) tells which one it was.
+    turned by the file's EXIF orientation; the header (``None`` if no header reader knows the format) tells which one it
+    was.
 
     A header claiming more than ``max_pixels`` pixels is refused before decoding.
     """
@@ -31,7 +32,7 @@ def decode_raster(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tu
             f"cannot read image {path}: OpenCV could not decode it (corrupt, truncated or not an image file); "
             "re-export it as PNG, JPEG, TIFF or EXR"
         )
-    if header is not None and header.orientation != 1:
+    if header is not None and header.orientation != 1 and not header.decoder_orients:
         img = apply_orientation(img, header.orientation)
     return img, header
 
@@ -94,7 +95,7 @@ def read_panorama(path: PathLike, allow_resample: bool = False, *,
     path = require_file(path, "panorama")
     header = None
     if path.suffix.lower() == ".exr":
-        img = _to_rgb(exr_image(path), path, bgr=False)
+        img = _to_rgb(exr_image(path, max_pixels), path, bgr=False)
     else:
         raw, header = decode_raster(path, max_pixels)
         img = _to_rgb(raw, path, bgr=True)
@@ -119,7 +120,7 @@ def read_panorama(path: PathLike, allow_resample: bool = False, *,
 def panorama_size(path: PathLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
     """The file's ``(H, W)`` as displayed (EXIF orientation applied), before any 2:1 resampling.
 
-    Reads only the header where Pillow can parse it; EXR and exotic files are decoded.
+    Reads only the header (Pillow's, a TIFF's directory or an EXR's data window); exotic files are decoded.
     """
     path = require_file(path, "panorama")
     if path.suffix.lower() != ".exr":
@@ -128,7 +129,7 @@ def panorama_size(path: PathLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS
             w, h = header.display_size
             return h, w
         return decode_raster(path, max_pixels)[0].shape[:2]
-    return exr_image(path).shape[:2]
+    return exr_size(path, max_pixels)
 
 
 def _image_to_storable(img: np.ndarray, path: Path) -> np.ndarray:

@@ -45,6 +45,10 @@ def _message(exc: BaseException, config_dir: Path, config_name: str) -> str:
         return f"unknown key {key}; valid keys under {parent}: {', '.join(valid)}"
     if "Could not find" in first:  # a preset name that does not exist
         what = re.sub(r"^In '[^']*': ", "", first)
+        group = re.search(r"Could not find '([^'/]+)/[^']*'", what)
+        presets = sorted(f.stem for f in (config_dir / group.group(1)).glob("*.yaml")) if group else []
+        if presets:
+            return f"{what}: no such preset; {group.group(1)}= takes one of {', '.join(presets)}"
         return f"{what}: no such preset (see the files in configs/<group>/)"
     if key:
         detail = next((line.strip() for line in text.splitlines()

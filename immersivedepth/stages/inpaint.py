@@ -43,8 +43,8 @@ import numpy as np
 from scipy import ndimage
 
 from immersivedepth import io, sphere
-from immersivedepth.config import as_dict, from_mapping
-from immersivedepth.errors import ConfigError, RunError, one_line
+from immersivedepth.config import as_dict, from_mapping, instantiate_failure
+from immersivedepth.errors import ConfigError, RunError
 from immersivedepth.inpaint.anchors import (
     Candidate,
     greedy_anchors,
@@ -81,7 +81,7 @@ def _instantiate(spec: dict, key: str) -> Callable:
     try:
         obj = hydra.utils.instantiate(spec)
     except Exception as exc:  # Hydra wraps import and constructor errors of user code alike
-        raise ConfigError(f"inpaint.{key}: could not build {spec.get('_target_')!r} ({one_line(exc, 200)}); give "
+        raise ConfigError(f"inpaint.{key}: could not build {spec.get('_target_')!r} ({instantiate_failure(exc)}); give "
                           "an importable _target_ and its keyword arguments") from exc
     if not callable(obj):
         raise ConfigError(f"inpaint.{key}: {spec.get('_target_')!r} built a {type(obj).__name__}, which is not "

@@ -77,11 +77,30 @@ def validate_config(cfg: DictConfig) -> RunConfig:
                 raise ConfigError(f"config group {stage.config_group} is missing; select a preset, e.g. "
                                   f"{stage.config_group}=default")
             from_mapping(stage.config_schema, plain[stage.config_group], stage.config_group)
-    exp = Path(run_cfg.exp_name)
-    if exp.is_absolute() or ".." in exp.parts or not run_cfg.exp_name.strip():
-        raise ConfigError(f"exp_name={run_cfg.exp_name!r} must be a plain folder name inside device.base_exp_dir "
-                          "(no '..', not absolute)")
+    _check_folder_name(run_cfg.exp_name, "exp_name")
+    if run_cfg.dataset.scene_name not in (None, ""):
+        _check_folder_name(run_cfg.dataset.scene_name, "dataset.scene_name")
     return run_cfg
+
+
+def _check_folder_name(value, key: str) -> None:
+    """``exp_name`` and ``dataset.scene_name`` are ONE folder each of ``<device.base_exp_dir>/<scene>/<exp_name>/``.
+
+    A path there would leave ``device.base_exp_dir`` (``..``, absolute), be the scene folder itself (``.``) or nest
+    one run directory inside another (``a`` and ``a/b``), whose lock does not cover the inner run while its
+    clean-up of stale temporary files walks into it.
+    """
+    name = str(value)
+    if (not name.strip() or name in (".", "..") or any(sep in name for sep in ("/", "\\", "\0"))
+            or Path(name).is_absolute()):
+        raise ConfigError(f"{key}={name!r} must be a plain folder name (no '/' or '\\', not '.' or '..', not empty): "
+                          f"runs go to <device.base_exp_dir>/<dataset.scene_name>/<exp_name>/; e.g. "
+                          f"{key}={_suggest_folder_name(name)}")
+
+
+def _suggest_folder_name(name: str) -> str:
+    safe = "_".join(part for part in name.replace("\\", "/").split("/") if part not in ("", ".", ".."))
+    return safe.replace("\0", "") or "run1"
 
 
 def stages_for_mode(mode: str) -> list[Stage]:

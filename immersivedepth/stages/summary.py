@@ -92,7 +92,7 @@ def write_summary(sweep_dir: Path, base_exp_dir: Path) -> dict[str, int]:
     write_csv(base_exp_dir / "summary.csv", rows, COLUMNS)
     md = [f"# Sweep summary: {counts['done']} of {counts['total']} panoramas done, {counts['failed']} failed", "",
           f"Job folders and logs: {sweep_dir}. Re-run the same command to retry the failed ones "
-          "(finished stages are reused).", "",
+          "(finished stages are reused; add is_continue=true where a training was cut off, or it is refused).", "",
           markdown_table(rows, [c for c in COLUMNS if c != "run_dir"])]
     with io.atomic_path(base_exp_dir / "summary.md") as tmp:
         tmp.write_text("\n".join(md))

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from immersivedepth import io
-from immersivedepth.errors import RunError
+from immersivedepth.errors import CheckpointError, RunError
 from immersivedepth.stages.base import RunContext, Stage, fingerprint
 from immersivedepth.train.config import FieldConfig
 from immersivedepth.train.trainer import train_field
@@ -46,6 +46,11 @@ class TrainStage(Stage):
 
     def run(self, ctx: RunContext) -> dict:
         last = self.field_checkpoint(ctx)
+        if last.exists() and not last.is_file():
+            # else resuming would silently start from scratch and fail only at the first checkpoint write
+            raise CheckpointError(f"{last} is not a checkpoint file (a folder or special file); move it out of "
+                                  "checkpoints/, then resume from an older checkpoints/step_*.pt renamed to last.pt "
+                                  "(is_continue=true) or train a new run with a new exp_name")
         resume = bool(ctx.cfg.is_continue) and last.is_file()
         if last.is_file() and not resume:
             if not bool(ctx.cfg.get("overwrite", False)):

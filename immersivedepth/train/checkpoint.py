@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -20,12 +21,18 @@ from immersivedepth import io
 from immersivedepth.errors import CheckpointError, CheckpointNotFoundError, OutputError, one_line
 from immersivedepth.train.config import build_field, diff_keys, model_signature, resolve_config
 
-__all__ = ["CheckpointError", "CheckpointManager", "FORMAT", "TRAIN_COMMAND", "save_checkpoint", "link_checkpoint",
-           "load_checkpoint", "check_model_config", "field_from_checkpoint", "load_trained_field", "checkpoint_dir"]
+__all__ = ["CheckpointError", "CheckpointManager", "FORMAT", "FRESH_START", "TRAIN_COMMAND", "save_checkpoint",
+           "link_checkpoint", "load_checkpoint", "check_model_config", "field_from_checkpoint", "load_trained_field",
+           "checkpoint_dir"]
 
 FORMAT = "immersivedepth.field/1"
 TRAIN_COMMAND = ("python perf_runner.py --config-name nerf dataset.image_path=<image> "
                  "device.base_exp_dir=<base> mode=train")
+# What to do with a checkpoint that cannot be resumed. A run is never replaced silently (RunConfig.overwrite): the
+# options are a new run beside it or an explicit overwrite, never a bare is_continue=false (refused over an
+# existing last.pt).
+FRESH_START = ("train a new run with a new exp_name (this one is kept), or retrain in place with "
+               "is_continue=false overwrite=true")
 
 
 def checkpoint_dir(run_dir) -> Path:
@@ -64,10 +71,13 @@ class CheckpointManager:
                 link_checkpoint(save_checkpoint(self.folder / f"step_{step:06d}.pt", payload), self.last)
             else:
                 save_checkpoint(self.last, payload)
+        except OutputError as exc:
+            # io already named the file, the cause, the fix and that earlier outputs are intact: add only what is new
+            raise OutputError(f"checkpoint of step {step} not saved: {exc}; then resume with is_continue=true") from exc
         except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as RuntimeError
-            raise OutputError(f"could not write a checkpoint in {self.folder} at step {step} ({one_line(exc, 200)}); "
-                              f"the previous {self.last.name} is intact. Free disk space or fix the folder's "
-                              "permissions and resume with is_continue=true") from exc
+            raise OutputError(f"checkpoint of step {step} not saved in {self.folder} ({one_line(exc, 200)}); the "
+                              f"previous {self.last.name} is intact; free disk space or fix the folder's permissions, "
+                              "then resume with is_continue=true") from exc
         olds = sorted(self.folder.glob("step_*.pt"))
         for p in olds[:-self.keep] if self.keep > 0 else []:
             p.unlink(missing_ok=True)
@@ -81,13 +91,14 @@ class CheckpointManager:
         """
         path = self.last
         if not path.is_file():
-            raise CheckpointNotFoundError(f"resume requested (is_continue=true) but {path} does not exist; train from "
-                                          "scratch with is_continue=false")
+            raise CheckpointNotFoundError(f"resume requested (is_continue=true) but {path} does not exist: nothing to "
+                                          "resume; train from scratch (resume=False), or rename the newest "
+                                          "checkpoints/step_*.pt to last.pt if there is one")
         payload = load_checkpoint(path, map_location=map_location)
         check_model_config(payload, cfg, path)
         if payload.get("data_digest") != digest:
-            raise CheckpointError(f"checkpoint {path} was trained on a different panorama or distance map; use a new "
-                                  "exp_name or is_continue=false")
+            raise CheckpointError(f"checkpoint {path} was trained on a different panorama or distance map, so it "
+                                  f"cannot be resumed on this one; {FRESH_START}")
         return payload
 
 
@@ -114,8 +125,11 @@ _REASON_CHARS = 160
 def _load_failure(exc: BaseException) -> str:
     """A short reason for a failed ``torch.load``: no multi-line torch hints."""
     text = str(exc)
-    if _UNSAFE_PICKLE in text:
+    if _UNSAFE_PICKLE in text and "Unsupported global" in text:
         return "it holds Python objects that the safe loader (weights_only=True) refuses to run"
+    if _UNSAFE_PICKLE in text:  # not a pickle torch can read at all (garbage, a truncated or foreign file)
+        found = re.search(r"WeightsUnpickler error:\s*([^\n]+)", text)
+        return f"unreadable: {found.group(1).strip()[:_REASON_CHARS] if found else 'not a torch checkpoint'}"
     first = (text.strip().splitlines() or [""])[0]
     return f"{type(exc).__name__}: {first[:_REASON_CHARS]}"
 
@@ -129,17 +143,17 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means the file is unusable
         raise CheckpointError(
-            f"checkpoint {path} is corrupt or not an ImmersiveDepth field checkpoint ({_load_failure(exc)}); delete "
-            "it (or rename an older checkpoints/step_*.pt to last.pt and resume), or start over with a new exp_name"
+            f"checkpoint {path} is corrupt or not an ImmersiveDepth field checkpoint ({_load_failure(exc)}); rename "
+            f"an older checkpoints/step_*.pt to last.pt and resume, or {FRESH_START}"
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(f"checkpoint {path} has format {got!r}, expected {FORMAT!r}; it was not written by this "
-                              "version's trainer; start over with a new exp_name")
+                              f"version's trainer: {FRESH_START}")
     for key in ("step", "config", "model"):
         if key not in payload:
-            raise CheckpointError(f"checkpoint {path} lacks the entry {key!r}; it is incomplete: start over with a "
-                                  "new exp_name")
+            raise CheckpointError(f"checkpoint {path} lacks the entry {key!r}; it is incomplete: rename an older "
+                                  f"checkpoints/step_*.pt to last.pt and resume, or {FRESH_START}")
     return payload
 
 
@@ -151,8 +165,8 @@ def check_model_config(payload: dict, cfg: dict, path) -> None:
     if keys:
         detail = ", ".join(f"field.{k}: checkpoint {a.get(k, '<missing>')!r} vs config {b.get(k, '<missing>')!r}"
                            for k in keys)
-        raise CheckpointError(f"checkpoint {path} was trained with a different model config ({detail}). Use the "
-                              "checkpoint's settings (its run's config.yaml), or train a new run with a new exp_name")
+        raise CheckpointError(f"checkpoint {path} was trained with a different model config ({detail}); resume with "
+                              f"the checkpoint's settings (its run's config.yaml), or {FRESH_START}")
 
 
 def field_from_checkpoint(payload: dict, device="cpu", path=None):
