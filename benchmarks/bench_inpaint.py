@@ -196,7 +196,8 @@ def main(argv=None) -> int:
         f2, _ = field_from_checkpoint(load_checkpoint(Path(summary["checkpoint"])), "cpu", summary["checkpoint"])
         results[name + args.tag] = score(f2, poses, distance, name + args.tag)
         state = json.loads((run / "inpaint" / "anchors.json").read_text())
-        extra_steps = extra_steps or sum(r["train"]["steps"] for r in state["done"] if "train" in r)
+        extra_steps = extra_steps or (sum(r["train"]["steps"] for r in state["done"] if "train" in r)
+                                      + (state["final"] or {}).get("steps", 0))
         print(f"[bench_inpaint] {name}: {summary['anchors']} anchors, {extra_steps} extra steps, "
               f"{times[f'stage_{name}']:.0f} s (under the current machine load)", flush=True)
 

@@ -11,7 +11,7 @@ import pytest
 from immersivedepth import sphere
 from immersivedepth.inpaint.anchors import (
     Candidate,
-    greedy_anchors,
+    best_candidate,
     keep_in_free_space,
     path_candidates,
     ring_candidates,
@@ -311,20 +311,25 @@ def test_path_and_ring_candidates_follow_the_free_space():
                                [0.2 * 2.4, 0.6 * 2.4], rtol=1e-6)
 
 
-def test_greedy_anchors_prefer_unseen_area_and_skip_duplicates():
+def test_best_candidate_prefers_unseen_area_and_sees_the_views():
+    """The candidate revealing most wins; once its panorama is a view, a candidate at the same place reveals
+    nothing new and the next best wins; nothing above ``min_gain``: ``None``."""
     scene = make_scene("cluttered_room")
     h, w = 32, 64
-    centre = scene.render_panorama(h, w)["distance"]
+    centre = View(np.zeros(3), scene.render_panorama(h, w)["distance"])
 
     def render(p):
         r = scene.render_panorama(h, w, p)
         return r["distance"], np.ones((h, w))
 
     cands = [Candidate("small", np.array([0.1, 0.0, 0.0])), Candidate("big", np.array([0.5, 0.0, 0.0])),
-             Candidate("big_again", np.array([0.5, 0.0, 0.0])), Candidate("other", np.array([0.0, 0.0, 0.5]))]
-    order = greedy_anchors(cands, render, [View(np.zeros(3), centre)], count=3, min_gain=1e-4, rel_tol=0.02,
-                           abs_tol=0.01, min_opacity=0.5)
-    names = [c.name for c, _ in order]
-    assert names[0] in ("big", "other") and "big_again" not in names[:2]
-    gains = [g for _, g in order]
-    assert gains == sorted(gains, reverse=True) and gains[0] > 0.03
+             Candidate("other", np.array([0.0, 0.0, 0.5]))]
+    kw = {"rel_tol": 0.02, "abs_tol": 0.01, "min_opacity": 0.5}
+    first, gain = best_candidate(cands, render, [centre], min_gain=1e-4, **kw)
+    assert first.name in ("big", "other") and gain > 0.03
+    added = View(first.position, render(first.position)[0])
+    again = Candidate("again", first.position.copy())
+    second, gain2 = best_candidate([again] + [c for c in cands if c is not first], render, [centre, added],
+                                   min_gain=1e-4, **kw)
+    assert second.name != "again" and gain2 <= gain
+    assert best_candidate([again], render, [centre, added], min_gain=1e-3, **kw) is None

@@ -6,9 +6,12 @@ rings at fractions of the safe radius, and (3) explicit positions. Every candida
 the distance panorama (:class:`~immersivedepth.render.paths.FreeSpace`: in front of what the centre saw, by a
 margin) and within ``max_radius`` of the centre; others are skipped with a log line naming them.
 
-Selection is greedy set cover: render each candidate (a small panorama is enough), count the solid angle of its
-pixels no view saw (:func:`visibility.unseen_mask`), take the candidate revealing most, add its panorama to the
-views, recount, until ``count`` anchors are chosen or the best one reveals less than ``min_gain`` of the sphere.
+Selection is greedy and progressive: before each anchor, every candidate not yet used is rendered with the current
+field (a small panorama is enough) and scored by the solid angle of its pixels no supervision panorama saw
+(:func:`visibility.unseen_mask`); the one revealing most is filled and trained on, and the next choice sees the
+result (what the filled panoramas now cover, holes the training closed), until ``count`` anchors are filled or the
+best one reveals less than ``min_gain`` of the sphere. (Choosing all anchors up front from the first field scored
+the holes of a candidate next to a chosen anchor as still unseen, and spent anchors on nothing.)
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from immersivedepth import sphere
 from immersivedepth.inpaint.visibility import View, unseen_mask
 from immersivedepth.render.paths import FreeSpace, make_path
 
-__all__ = ["Candidate", "path_candidates", "ring_candidates", "keep_in_free_space", "greedy_anchors"]
+__all__ = ["Candidate", "path_candidates", "ring_candidates", "keep_in_free_space", "best_candidate"]
 
 LOG = logging.getLogger("immersivedepth.inpaint")
 
@@ -84,36 +87,24 @@ def keep_in_free_space(candidates: Sequence[Candidate], free: FreeSpace, max_rad
     return kept
 
 
-def greedy_anchors(candidates: Sequence[Candidate], render: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
-                   views: Sequence[View], *, count: int, min_gain: float, rel_tol: float, abs_tol: float,
-                   min_opacity: float) -> list[tuple[Candidate, float]]:
-    """Greedy choice (module docstring) -> ``[(candidate, gain)]`` in order, ``gain`` = unseen fraction of the sphere.
+def best_candidate(candidates: Sequence[Candidate], render: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+                   views: Sequence[View], *, min_gain: float, rel_tol: float, abs_tol: float,
+                   min_opacity: float) -> tuple[Candidate, float] | None:
+    """The candidate revealing the most unseen area (module docstring) -> ``(candidate, gain)``, ``gain`` = unseen
+    fraction of the sphere; ``None`` when no candidate reveals ``min_gain``. Ties go to the first candidate.
 
-    ``render(position (3,)) -> (distance (h, w), opacity (h, w))`` renders a candidate (any small size).
+    ``render(position (3,)) -> (distance (h, w), opacity (h, w))`` renders a candidate with the current field (any
+    small size); ``views`` are every supervision panorama so far, so the gains reflect what was already filled.
     """
-    if count <= 0 or not candidates:
-        return []
-    shots = [render(np.asarray(c.position, np.float64)) for c in candidates]
-    h, w = shots[0][0].shape
-    area = sphere.pixel_solid_angle(h, w) / (4.0 * np.pi)
-    known = list(views)
-    unseen = [unseen_mask(c.position, d, known, rel_tol=rel_tol, abs_tol=abs_tol, opacity=o, min_opacity=min_opacity)
-              for c, (d, o) in zip(candidates, shots)]
-    chosen: list[tuple[Candidate, float]] = []
-    left = set(range(len(candidates)))
-    while left and len(chosen) < count:
-        gains = {i: float(area[unseen[i]].sum()) for i in left}
-        best = max(sorted(left), key=lambda i: gains[i])  # sorted: ties go to the first candidate, deterministic
-        if gains[best] < min_gain:
-            break
-        chosen.append((candidates[best], gains[best]))
-        left.discard(best)
-        new = View(np.asarray(candidates[best].position, np.float64), shots[best][0])
-        for i in left:  # only pixels still unseen can change
-            if unseen[i].any():
-                d, o = shots[i]
-                again = unseen_mask(candidates[i].position, np.where(unseen[i], d, 0.0), [new], rel_tol=rel_tol,
-                                    abs_tol=abs_tol)
-                valid = np.isfinite(d) & (d > 0) & (o >= min_opacity)
-                unseen[i] = unseen[i] & (again | ~valid)
-    return chosen
+    best, best_gain = None, -1.0
+    for c in candidates:
+        d, o = render(np.asarray(c.position, np.float64))
+        area = sphere.pixel_solid_angle(*d.shape) / (4.0 * np.pi)
+        unseen = unseen_mask(c.position, d, views, rel_tol=rel_tol, abs_tol=abs_tol, opacity=o,
+                             min_opacity=min_opacity)
+        gain = float(area[unseen].sum())
+        if gain > best_gain:
+            best, best_gain = c, gain
+    if best is None or best_gain < min_gain:
+        return None
+    return best, best_gain

@@ -131,7 +131,7 @@ class InpaintTrainConfig:
     # never-seen pixels within this many pixels of a nearer seen surface (an occluder's silhouette) are not trained
     # on: their rays graze the occluder, and training them as the background behind it would eat into it
     fringe_px: int = 2
-    lr_factor: float = 0.3  # learning rate of the continued training, as a fraction of field.optim.lr
+    lr_factor: float = 0.1  # learning rate of the continued training, as a fraction of field.optim.lr
     warmup_steps: int = 10  # linear warm-up of every continued training (the Adam moments are warm already)
 
     def __post_init__(self):

@@ -1,6 +1,7 @@
 """``mode=inpaint``: fill what the panorama never saw (PERF's second stage), between ``train`` and ``render_dense``.
 
-For every anchor, in the greedy order chosen once from the trained field (:mod:`immersivedepth.inpaint.anchors`):
+Anchor after anchor, each chosen greedily with the field and supervision as they are by then
+(:mod:`immersivedepth.inpaint.anchors`), until ``anchors.count`` are filled or none reveals ``anchors.min_gain``:
 
 1. render the current field at the anchor (a world-aligned panorama, ``inpaint.width`` wide);
 2. mask the pixels no supervision panorama saw (:func:`~immersivedepth.inpaint.visibility.unseen_mask`);
@@ -11,7 +12,8 @@ For every anchor, in the greedy order chosen once from the trained field (:mod:`
 4. erase filled pixels that would sit in front of a surface an earlier panorama saw (PERF's conflict check), and
    leave out those along an occluder's silhouette (``train.fringe_px``: their rays graze the occluder);
 5. add the anchor panorama to the supervision (inpainted pixels weighted by ``train.inpainted_weight``) and continue
-   training the same field (warm start, ``train.steps_per_anchor`` steps, new cells seeded in the occupancy grid).
+   training the same field (warm start, ``train.steps_per_anchor`` steps, new cells seeded in the occupancy grid);
+   after the last anchor, ``train.final_steps`` more steps on everything.
 
 Outputs (each written atomically)::
 
@@ -47,7 +49,7 @@ from immersivedepth.config import as_dict, from_mapping, instantiate_failure
 from immersivedepth.errors import ConfigError, RunError
 from immersivedepth.inpaint.anchors import (
     Candidate,
-    greedy_anchors,
+    best_candidate,
     keep_in_free_space,
     path_candidates,
     ring_candidates,
@@ -69,7 +71,7 @@ from immersivedepth.train.config import resolve_config
 from immersivedepth.train.supervision import PosedPanorama
 from immersivedepth.train.trainer import Trainer
 
-__all__ = ["InpaintStage", "STAGE", "run_inpaint", "choose_anchors", "anchor_radius", "fill_anchor",
+__all__ = ["InpaintStage", "STAGE", "run_inpaint", "anchor_candidates", "next_anchor", "anchor_radius", "fill_anchor",
            "continue_training", "build_inpainter", "build_completion", "sphere_dilate", "STATE_FILE"]
 
 LOG = logging.getLogger("immersivedepth.inpaint")
@@ -169,10 +171,9 @@ def anchor_radius(distance: np.ndarray, a) -> float | None:
     return float(a.median_fraction * np.median(d))
 
 
-def choose_anchors(field, distance: np.ndarray, cfg: InpaintConfig, render_cfg: RenderConfig, opts: dict
-                   ) -> list[tuple[Candidate, float]]:
-    """Candidates along the render paths, on the rings and from ``anchors.positions``, in free space, greedily
-    ordered by the unseen area they reveal (scored on ``anchors.select_width`` panoramas of the trained field)."""
+def anchor_candidates(field, distance: np.ndarray, cfg: InpaintConfig, render_cfg: RenderConfig) -> list[Candidate]:
+    """Candidates along the render paths, on the rings and from ``anchors.positions``, in free space and within
+    :func:`anchor_radius` of the centre (the others are logged by name)."""
     a = cfg.anchors
     lo, hi = (np.asarray(b.detach().cpu(), float) for b in field.bounds)
     free = FreeSpace(distance, erode_deg=a.free_space.erode_deg, margin=a.free_space.margin,
@@ -180,15 +181,21 @@ def choose_anchors(field, distance: np.ndarray, cfg: InpaintConfig, render_cfg: 
     cands = path_candidates([as_dict(p) for p in render_cfg.paths], free, a.per_path) if a.per_path else []
     cands += ring_candidates(free, a.ring_fractions, a.per_ring) if a.per_ring else []
     cands += [Candidate(f"position_{i:02d}", np.asarray(p, np.float64)) for i, p in enumerate(a.positions)]
-    cands = keep_in_free_space(cands, free, anchor_radius(distance, a))
-    v = cfg.visibility
+    return keep_in_free_space(cands, free, anchor_radius(distance, a))
+
+
+def next_anchor(field, candidates: list[Candidate], views: list[View], cfg: InpaintConfig, opts: dict
+                ) -> tuple[Candidate, float] | None:
+    """The candidate revealing most unseen area to the current field and supervision (``anchors.select_width``
+    panoramas), or ``None`` below ``anchors.min_gain``."""
+    a, v = cfg.anchors, cfg.visibility
 
     def render(pos):
         r = _render_erp(field, pos, a.select_width, opts, "candidate")
         return r["distance"], r["opacity"]
 
-    return greedy_anchors(cands, render, [View(np.zeros(3), distance)], count=a.count, min_gain=a.min_gain,
-                          rel_tol=v.rel_tol, abs_tol=v.abs_tol, min_opacity=v.min_opacity)
+    return best_candidate(candidates, render, views, min_gain=a.min_gain, rel_tol=v.rel_tol, abs_tol=v.abs_tol,
+                          min_opacity=v.min_opacity)
 
 
 # --------------------------------------------------------------------------- one anchor
@@ -255,6 +262,15 @@ def continue_training(field_cfg: dict, supervision: list[PosedPanorama], warm: P
 
 
 # --------------------------------------------------------------------------- the stage's work
+def _advance(run_dir: Path, state: dict, first: Path, previous: Path, new: Path) -> Path:
+    """Make ``new`` the stage's current field in ``state`` (written by the caller) and drop the checkpoint before
+    it, which resuming no longer needs (never the trained field the stage started from)."""
+    state["checkpoint"] = str(new.relative_to(run_dir))
+    if previous != first:
+        shutil.rmtree(previous.parent, ignore_errors=True)
+    return new
+
+
 def run_inpaint(run_dir, cfg, *, field_cfg, render_cfg, rgb: np.ndarray, distance: np.ndarray, checkpoint,
                 fingerprint: str, device: str = "cpu", seed: int = 0, resume: bool = False,
                 progress: bool = True) -> dict:
@@ -286,66 +302,81 @@ def run_inpaint(run_dir, cfg, *, field_cfg, render_cfg, rgb: np.ndarray, distanc
         saved = json.loads(state_path.read_text())
         if saved.get("fingerprint") == fingerprint:
             state = saved
-            LOG.info("inpaint: resuming after %d of %d anchors", len(state["done"]), len(state["order"]))
+            LOG.info("inpaint: resuming after %d finished anchors", len(state["done"]))
         else:
             LOG.warning("inpaint: %s was made with other inputs or config; starting the stage again", state_path)
     if state is None:
-        field, _ = field_from_checkpoint(load_checkpoint(checkpoint, map_location=device), device, checkpoint)
-        t_sel = time.perf_counter()
-        order = choose_anchors(field, np.asarray(distance, np.float32), cfg, render_cfg, opts)
         state = {"fingerprint": fingerprint, "inpainter": inpainter_name, "completion": completion_name,
-                 "order": [{"name": c.name, "position": [float(x) for x in c.position], "gain": g}
-                           for c, g in order],
-                 "selection_seconds": round(time.perf_counter() - t_sel, 2), "done": [], "checkpoint": None,
-                 "finished": False}
+                 "order": [], "done": [], "selection_done": False, "selection_seconds": 0.0, "final": None,
+                 "checkpoint": None, "finished": False}
         out.mkdir(parents=True, exist_ok=True)
         _write_state(state_path, state)
-        LOG.info("inpaint: %d anchors chosen: %s", len(order),
-                 ", ".join(f"{c.name} ({g:.1%} unseen)" for c, g in order))
 
     weight, seen_weight = cfg.train.inpainted_weight, cfg.train.seen_weight
     supervision = [input_view] + [_load_anchor_panorama(out, rec, weight, seen_weight) for rec in state["done"]
                                   if not rec["skipped"]]
     views = [View(np.asarray(p.position, np.float64), p.distance) for p in supervision]
     current = Path(run_dir / state["checkpoint"]) if state["checkpoint"] else checkpoint
-    n = len(state["order"])
-    for k in range(len(state["done"]), n):
+    candidates = None
+    while not state["selection_done"] and len(supervision) - 1 < cfg.anchors.count:
+        k = len(state["done"])
+        field, _ = field_from_checkpoint(load_checkpoint(current, map_location=device), device, current)
+        if k == len(state["order"]):  # choose the next anchor with the current field (a resumed run: already chosen)
+            if candidates is None:
+                candidates = anchor_candidates(field, np.asarray(distance, np.float32), cfg, render_cfg)
+            t_sel = time.perf_counter()
+            used = {o["name"] for o in state["order"]}
+            pick = next_anchor(field, [c for c in candidates if c.name not in used], views, cfg, opts)
+            state["selection_seconds"] = round(state["selection_seconds"] + time.perf_counter() - t_sel, 2)
+            if pick is None:
+                LOG.info("inpaint: no candidate left reveals inpaint.anchors.min_gain=%g of the sphere; %d anchors "
+                         "filled", cfg.anchors.min_gain, len(supervision) - 1)
+                state["selection_done"] = True
+                _write_state(state_path, state)
+                break
+            state["order"].append({"name": pick[0].name, "position": [float(x) for x in pick[0].position],
+                                   "gain": pick[1]})
+            _write_state(state_path, state)
+            LOG.info("inpaint: anchor %d: %s at %s reveals %.1f%% of the sphere", k + 1, pick[0].name,
+                     np.round(pick[0].position, 3).tolist(), 100 * pick[1])
         t_anchor = time.perf_counter()
         spec = state["order"][k]
         anchor = Candidate(spec["name"], np.asarray(spec["position"], np.float64))
         adir = _anchor_dir(out, k, anchor.name)
-        field, _ = field_from_checkpoint(load_checkpoint(current, map_location=device), device, current)
         info = fill_anchor(field, anchor, views, cfg, inpainter, inpainter_name, completion, completion_name, opts,
                            adir)
         rec = {"index": k, "name": anchor.name, "position": spec["position"], "dir": str(adir.relative_to(out)),
                **info}
-        last_one = k == n - 1
-        if rec["skipped"] and not (last_one and len(supervision) > 1 and cfg.train.final_steps):
-            rec["seconds"] = round(time.perf_counter() - t_anchor, 2)
-            state["done"].append(rec)
-            _write_state(state_path, state)
-            continue
         if not rec["skipped"]:
             pano = _load_anchor_panorama(out, rec, weight, seen_weight)
             supervision.append(pano)
             views.append(View(np.asarray(pano.position, np.float64), pano.distance))
-        steps = (0 if rec["skipped"] else cfg.train.steps_per_anchor) + (cfg.train.final_steps if last_one else 0)
-        ck_dir = out / "checkpoints" / f"anchor_{k:02d}"
-        shutil.rmtree(ck_dir, ignore_errors=True)  # a partial training of this anchor from a stopped run
-        summary = continue_training(field_cfg, supervision, current, ck_dir, out / "train" / adir.name, steps, cfg,
-                                     device=device, seed=seed + k + 1, progress=progress)
-        rec["train"] = {"steps": summary["steps"], "psnr_input": summary["psnr"], "abs_rel_input": summary["abs_rel"]}
+            ck_dir = out / "checkpoints" / f"anchor_{k:02d}"
+            shutil.rmtree(ck_dir, ignore_errors=True)  # a partial training of this anchor from a stopped run
+            summary = continue_training(field_cfg, supervision, current, ck_dir, out / "train" / adir.name,
+                                        cfg.train.steps_per_anchor, cfg, device=device, seed=seed + k + 1,
+                                        progress=progress)
+            rec["train"] = {"steps": summary["steps"], "psnr_input": summary["psnr"],
+                            "abs_rel_input": summary["abs_rel"]}
+            current = _advance(run_dir, state, checkpoint, current, ck_dir / "last.pt")
         rec["seconds"] = round(time.perf_counter() - t_anchor, 2)
-        previous = current
-        current = ck_dir / "last.pt"
         state["done"].append(rec)
-        state["checkpoint"] = str(current.relative_to(run_dir))
         _write_state(state_path, state)
-        if previous != checkpoint:  # the anchor before: its checkpoint is no longer needed for resuming
-            shutil.rmtree(previous.parent, ignore_errors=True)
-        LOG.info("inpaint: anchor %d/%d %s at %s: %.1f%% unseen, %.2f%% erased, input view %.2f dB (%.1f s)", k + 1,
-                 n, anchor.name, np.round(anchor.position, 3).tolist(), 100 * rec["unseen_fraction"],
-                 100 * rec.get("erased_fraction", 0.0), rec["train"]["psnr_input"], rec["seconds"])
+        if not rec["skipped"]:
+            LOG.info("inpaint: anchor %d %s at %s: %.1f%% unseen, %.2f%% erased, input view %.2f dB (%.1f s)", k + 1,
+                     anchor.name, np.round(anchor.position, 3).tolist(), 100 * rec["unseen_fraction"],
+                     100 * rec.get("erased_fraction", 0.0), rec["train"]["psnr_input"], rec["seconds"])
+    if state["final"] is None and cfg.train.final_steps and len(supervision) > 1:
+        t_final = time.perf_counter()
+        ck_dir = out / "checkpoints" / "final"
+        shutil.rmtree(ck_dir, ignore_errors=True)
+        summary = continue_training(field_cfg, supervision, current, ck_dir, out / "train" / "final",
+                                    cfg.train.final_steps, cfg, device=device, seed=seed + len(state["done"]) + 1,
+                                    progress=progress)
+        current = _advance(run_dir, state, checkpoint, current, ck_dir / "last.pt")
+        state["final"] = {"steps": summary["steps"], "psnr_input": summary["psnr"],
+                          "abs_rel_input": summary["abs_rel"], "seconds": round(time.perf_counter() - t_final, 2)}
+        _write_state(state_path, state)
     final = out / "checkpoints" / "last.pt"
     link_checkpoint(current, final)
     state["finished"] = True
