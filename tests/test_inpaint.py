@@ -297,7 +297,8 @@ def test_anchors_outside_free_space_are_skipped_by_name(caplog):
     assert [c.name for c in kept] == ["ok"]
     text = caplog.text
     assert "anchor in_object at [0.0, 0.0, -1.5] is inside an object or outside the room" in text
-    assert "anchor outside at" in text and "anchor too_far at" in text and "max_radius" in text
+    assert "anchor outside at" in text and "1 candidate anchors farther than 1 from the centre" in text
+    assert "max_radius" in text and text.rstrip().endswith("not used: too_far")
 
 
 def test_path_and_ring_candidates_follow_the_free_space():

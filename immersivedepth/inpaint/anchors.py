@@ -72,18 +72,19 @@ def keep_in_free_space(candidates: Sequence[Candidate], free: FreeSpace, max_rad
         return []
     pos = np.stack([c.position for c in candidates])
     _, bad = free.clamp(pos)
-    kept = []
+    kept, far = [], []
     for c, b in zip(candidates, bad):
-        where = np.round(c.position, 3).tolist()
         if b:
             LOG.warning("inpaint: anchor %s at %s is inside an object or outside the room (beyond %.0f%% of the "
-                        "distance seen in its direction, or within %g of a surface); skipped", c.name, where,
-                        100 * free.max_fraction, free.margin)
+                        "distance seen in its direction, or within %g of a surface); skipped", c.name,
+                        np.round(c.position, 3).tolist(), 100 * free.max_fraction, free.margin)
         elif max_radius is not None and float(np.linalg.norm(c.position)) > max_radius:
-            LOG.info("inpaint: anchor %s at %s is farther than %g from the centre (inpaint.anchors.max_radius, or "
-                     "median_fraction of the median distance); skipped", c.name, where, max_radius)
+            far.append(c.name)
         else:
             kept.append(c)
+    if far:  # a deliberate limit, not a fault: one line naming them all
+        LOG.info("inpaint: %d candidate anchors farther than %.3g from the centre (inpaint.anchors.max_radius, or "
+                 "median_fraction of the median distance) not used: %s", len(far), max_radius, ", ".join(far))
     return kept
 
 
