@@ -2,10 +2,11 @@
 
 One command::
 
-    python benchmarks/bench_inpaint.py [--field fast] [--inpaint fast] [--inpainters harmonic telea mirror]
-                                       [--out exp/bench_inpaint] [--threads N]
+    python benchmarks/bench_inpaint.py [--scene cluttered_room] [--field fast] [--inpaint fast]
+                                       [--inpainters harmonic telea mirror] [--out exp/bench_inpaint/<scene>]
 
-On ``example_data/cluttered_room`` (512x256, exact reference distance): train the field once (``--field`` preset),
+On ``example_data/cluttered_room`` (512x256, exact reference distance; ``--scene living_room``: the README's example,
+with its own ground truth): train the field once (``--field`` preset),
 then score novel panoramas against the ground truth at 0.2 m and 0.5 m (``poses.json``) for
 
 * ``none``        -- the trained field (``inpaint=none``);
@@ -89,11 +90,11 @@ def masked_ssim(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> float:
 RENDERS: dict = {}  # (method, pose) -> rendered RGB, for the figure
 
 
-def score(field, poses, centre_distance: np.ndarray, method: str = "") -> dict:
+def score(field, poses, centre_distance: np.ndarray, method: str = "", scene: Path = SCENE) -> dict:
     out = {}
     for pose in poses:
-        gt = io.read_panorama(SCENE / "gt" / f"{pose.name}.png")
-        gd = np.load(SCENE / "gt" / f"{pose.name}_distance.npy")
+        gt = io.read_panorama(scene / "gt" / f"{pose.name}.png")
+        gd = np.load(scene / "gt" / f"{pose.name}_distance.npy")
         pose.height, pose.width = gd.shape
         r = render_pose(field, pose, normals=False)
         RENDERS[(method, pose.name)] = r["rgb"]
@@ -143,11 +144,13 @@ def mean_rows(rows: dict) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--scene", default=SCENE.name,
+                    help="bundled example with ground-truth novel views (example_data/<scene>/gt, poses.json)")
     ap.add_argument("--field", default="fast", help="field preset (configs/field/<name>.yaml)")
     ap.add_argument("--inpaint", default="fast", help="inpaint preset (configs/inpaint/<name>.yaml)")
     ap.add_argument("--inpainters", nargs="+", default=["harmonic"], choices=sorted(INPAINTERS))
     ap.add_argument("--render", default="fast", help="render preset whose paths give anchor candidates")
-    ap.add_argument("--out", default="exp/bench_inpaint")
+    ap.add_argument("--out", default=None, help="output folder (default exp/bench_inpaint/<scene>)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--baseline", choices=("yes", "no", "only"), default="yes",
@@ -165,10 +168,11 @@ def main(argv=None) -> int:
         return compare_inpainters_on_gt(args.inpainters)
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    rgb = io.read_panorama(SCENE / "image.png")
-    distance = np.load(SCENE / "image_distance.npy")
-    poses, _ = load_poses_file(SCENE / "poses.json")
+    out = Path(args.out or f"exp/bench_inpaint/{args.scene}")
+    scene = REPO / "example_data" / args.scene
+    rgb = io.read_panorama(scene / "image.png")
+    distance = np.load(scene / "image_distance.npy")
+    poses, _ = load_poses_file(scene / "poses.json")
     groups = compose_groups(args.field, args.inpaint, args.render, args.set)
     field_cfg = resolve_config(groups["field"])
     render_cfg = groups["render"]
@@ -182,7 +186,7 @@ def main(argv=None) -> int:
         train_field(rgb, distance, base, field_cfg, seed=args.seed, progress=False)
     times["train"] = time.perf_counter() - t0
     field, _ = field_from_checkpoint(load_checkpoint(ck), "cpu", ck)
-    results["none"] = score(field, poses, distance, "none")
+    results["none"] = score(field, poses, distance, "none", scene)
 
     extra_steps = args.extra_steps
     for name in (args.inpainters if args.baseline != "only" else []):
@@ -194,7 +198,7 @@ def main(argv=None) -> int:
                               checkpoint=ck, fingerprint=f"bench-{name}", seed=args.seed, progress=False)
         times[f"stage_{name}"] = time.perf_counter() - t0
         f2, _ = field_from_checkpoint(load_checkpoint(Path(summary["checkpoint"])), "cpu", summary["checkpoint"])
-        results[name + args.tag] = score(f2, poses, distance, name + args.tag)
+        results[name + args.tag] = score(f2, poses, distance, name + args.tag, scene)
         state = json.loads((run / "inpaint" / "anchors.json").read_text())
         extra_steps = extra_steps or (sum(r["train"]["steps"] for r in state["done"] if "train" in r)
                                       + (state["final"] or {}).get("steps", 0))
@@ -210,7 +214,7 @@ def main(argv=None) -> int:
                               progress=False)
         times["none+steps"] = time.perf_counter() - t0
         f3, _ = field_from_checkpoint(load_checkpoint(Path(s["checkpoint"])), "cpu", s["checkpoint"])
-        results["none+steps"] = score(f3, poses, distance, "none+steps")
+        results["none+steps"] = score(f3, poses, distance, "none+steps", scene)
 
     cols = ["psnr_visible", "psnr_disoccluded", "psnr_whole", "ssim_visible", "ssim_disoccluded", "ssim_whole",
             "hole_fraction"]
@@ -228,7 +232,7 @@ def main(argv=None) -> int:
     print("\ntimes (s, NOT for reporting unless the machine was idle): "
           + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
     if args.figure and args.baseline != "only":
-        gt = io.read_panorama(SCENE / "gt" / f"{args.figure_pose}.png")
+        gt = io.read_panorama(scene / "gt" / f"{args.figure_pose}.png")
         rows = [gt, RENDERS[("none", args.figure_pose)], RENDERS[(args.inpainters[0] + args.tag, args.figure_pose)]]
         io.write_image(args.figure, np.concatenate(rows, axis=0))
         print(f"figure: {args.figure} (top to bottom: ground truth, inpaint=none, inpaint={args.inpaint} with "
