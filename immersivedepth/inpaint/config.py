@@ -48,7 +48,9 @@ class AnchorConfig:
     # views within a step or two of the centre (VR head motion, the tour rings) need anchors near the centre.
     median_fraction: float = 0.5
     select_width: int = 64  # width of the small panoramas rendered to score candidates
-    min_gain: float = 0.002  # stop once the best candidate reveals less than this fraction of the sphere
+    # stop once the best candidate reveals less than this fraction of the sphere: every anchor costs training steps
+    # that slowly wear down what was seen (measured in BENCHMARKS.md), so anchors that add little are not worth it
+    min_gain: float = 0.01
     # an anchor unseen on more than this share of the sphere sits inside something as far as the field knows: skipped
     max_unseen: float = 0.5
     free_space: AnchorFreeSpace = dataclass_field(default_factory=AnchorFreeSpace)
@@ -122,8 +124,8 @@ class DiffusionConfig:
 class InpaintTrainConfig:
     """``inpaint.train``: training continues from the current field after every anchor (warm start)."""
 
-    steps_per_anchor: int = 150
-    final_steps: int = 150  # extra steps after the last anchor (added to its training)
+    steps_per_anchor: int = 75
+    final_steps: int = 75  # extra steps on everything after the last anchor
     inpainted_weight: float = 0.5  # loss weight of inpainted pixels relative to observed ones
     # loss weight of an anchor panorama's other pixels (those some panorama saw: they are the field's own render, so
     # they only teach it its own errors; 0 leaves them out and spends the steps on what was filled)
