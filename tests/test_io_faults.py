@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bad_input_cases import float_tiff_claiming
 from PIL import Image, ImageOps
 
 from immersivedepth import io
@@ -153,25 +154,6 @@ def _exr_claiming(path, width: int, height: int, channels: int = 3) -> None:
     path.write_bytes(bytes(data))
 
 
-def _tiff_claiming(path, width: int, height: int) -> None:
-    """A valid 8x4 float32 RGB TIFF (which Pillow cannot parse; OpenCV decodes it) claiming ``width`` x ``height``."""
-    import cv2
-
-    assert cv2.imwrite(str(path), np.ones((4, 8, 3), np.float32))
-    data = bytearray(path.read_bytes())
-    order = "<" if data[:2] == b"II" else ">"
-    (ifd,) = struct.unpack(order + "I", data[4:8])
-    (n,) = struct.unpack(order + "H", data[ifd: ifd + 2])
-    for k in range(n):
-        at = ifd + 2 + 12 * k
-        tag, kind = struct.unpack(order + "HH", data[at: at + 4])
-        if tag in (256, 257):
-            value = width if tag == 256 else height
-            data[at + 8: at + 12] = struct.pack(order + ("HH" if kind == 3 else "I"), *(
-                (value, 0) if kind == 3 else (value,)))
-    path.write_bytes(bytes(data))
-
-
 def test_absurd_exr_header_refused_before_decoding(tmp_path):
     """An EXR data window claiming 100000x50000 (18.6 GB as float32 RGB) is refused from the header, with the same
     cap and message as a PNG's, for a panorama, a distance map and a size query alike."""
@@ -204,12 +186,12 @@ def test_exr_pixel_cap_is_the_images_cap(tmp_path):
 def test_absurd_float_tiff_header_refused_before_decoding(tmp_path):
     """Pillow cannot parse a float32 RGB TIFF (OpenCV decodes it): its size is read from the TIFF directory."""
     path = tmp_path / "f.tif"
-    _tiff_claiming(path, 8, 4)
+    float_tiff_claiming(path, 8, 4)
     assert io.read_panorama(path).shape == (4, 8, 3)  # the rewrite itself keeps a readable file
     with pytest.raises(io.ImageReadError, match=r"f\.tif claims 8x4 pixels .*cap of 16 pixels"):
         io.read_panorama(path, max_pixels=16)
     huge = tmp_path / "huge.tif"
-    _tiff_claiming(huge, 30000, 20000)  # 600 Mpx: under OpenCV's own limit (2^30), 7.2 GB as float32 RGB
+    float_tiff_claiming(huge, 30000, 20000)  # 600 Mpx: under OpenCV's own limit (2^30), 7.2 GB as float32 RGB
     with pytest.raises(io.ImageReadError) as info:
         io.read_panorama(huge)
     msg = str(info.value)
