@@ -241,6 +241,15 @@ def _march_ext(perturb: bool, grid: OccupancyGrid, *tensors: torch.Tensor):
     return load_cpu_ext(warn=False)
 
 
+def coarse_step_count(t0: torch.Tensor, t1: torch.Tensor, coarse_step: float, max_coarse: int = 4096) -> int:
+    """Coarse steps ``M`` a march over the spans ``[t0, t1]`` ``(N,)`` takes: the longest span's, capped at
+    ``max_coarse`` (at least 1)."""
+    if t0.numel() == 0:
+        return 1
+    span = (t1 - t0).clamp_min(0.0)
+    return int(min(max_coarse, max(1, math.ceil(float(span.max()) / coarse_step))))
+
+
 def occupied_segments(grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.Tensor, t0: torch.Tensor,
                       t1: torch.Tensor, *, coarse_step: float, max_segments: int, perturb: bool = False,
                       generator: torch.Generator | None = None, max_coarse: int = 4096,
@@ -260,10 +269,7 @@ def occupied_segments(grid: OccupancyGrid, origins: torch.Tensor, dirs: torch.Te
     """
     n = origins.shape[0]
     dev = origins.device
-    if n_coarse is None:
-        span = (t1 - t0).clamp_min(0.0)
-        n_coarse = int(min(max_coarse, max(1, math.ceil(float(span.max()) / coarse_step)))) if n else 1
-    m = int(n_coarse)
+    m = int(n_coarse if n_coarse is not None else coarse_step_count(t0, t1, coarse_step, max_coarse))
     ext = _march_ext(perturb, grid, origins, dirs, t0, t1) if n > 0 and max_segments > 0 else None
     if ext is not None:  # the fused C++ march: same float32 operations, no (N, M) temporaries (it allocates its own
         # outputs: zeroing (N, max_segments) here too would cost as much as the march itself)
@@ -310,8 +316,7 @@ class SegmentRounds:
         self.grid, self.origins, self.dirs, self.t0, self.t1 = grid, origins, dirs, t0, t1
         self.coarse_step, self.per_round, self.max_total, self.lazy = coarse_step, per_round, max_total, lazy
         n = origins.shape[0]
-        span = (t1 - t0).clamp_min(0.0)
-        self.n_coarse = int(min(4096, max(1, math.ceil(float(span.max()) / coarse_step)))) if n else 1
+        self.n_coarse = coarse_step_count(t0, t1, coarse_step)
         if lazy:
             self.more = torch.ones(n, dtype=torch.bool, device=origins.device)  # may have segments in the next round
             self.k_next = torch.zeros(n, dtype=torch.int64, device=origins.device)
