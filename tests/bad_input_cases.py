@@ -95,17 +95,22 @@ def exr_claiming(path: Path, width: int, height: int) -> Path:
     return path
 
 
+def tiff_entries(data: bytes) -> tuple[str, list[int]]:
+    """A classic TIFF's byte order (struct prefix) and the offsets of its first directory's 12-byte entries."""
+    order = "<" if data[:2] == b"II" else ">"
+    (ifd,) = struct.unpack(order + "I", data[4:8])
+    (n,) = struct.unpack(order + "H", data[ifd: ifd + 2])
+    return order, [ifd + 2 + 12 * k for k in range(n)]
+
+
 def float_tiff_claiming(path: Path, width: int, height: int) -> Path:
     """A valid 8x4 float32 RGB TIFF (Pillow cannot parse it; OpenCV decodes it) claiming ``width`` x ``height``."""
     import cv2
 
     cv2.imwrite(str(path), np.ones((4, 8, 3), np.float32))
     data = bytearray(path.read_bytes())
-    order = "<" if data[:2] == b"II" else ">"
-    (ifd,) = struct.unpack(order + "I", data[4:8])
-    (n,) = struct.unpack(order + "H", data[ifd: ifd + 2])
-    for k in range(n):
-        at = ifd + 2 + 12 * k
+    order, entries = tiff_entries(data)
+    for at in entries:
         tag, kind = struct.unpack(order + "HH", data[at: at + 4])
         if tag in (256, 257):
             value = width if tag == 256 else height

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bad_input_cases import float_tiff_claiming
+from bad_input_cases import float_tiff_claiming, tiff_entries
 from PIL import Image, ImageOps
 
 from immersivedepth import io
@@ -202,11 +202,8 @@ def test_absurd_float_tiff_header_refused_before_decoding(tmp_path):
 def _with_tiff_orientation(path, orientation: int) -> None:
     """Give an OpenCV-written TIFF an Orientation tag (its PlanarConfiguration entry, 1 = the default, is reused)."""
     data = bytearray(path.read_bytes())
-    order = "<" if data[:2] == b"II" else ">"
-    (ifd,) = struct.unpack(order + "I", data[4:8])
-    (n,) = struct.unpack(order + "H", data[ifd: ifd + 2])
-    for k in range(n):
-        at = ifd + 2 + 12 * k
+    order, entries = tiff_entries(data)
+    for at in entries:
         if struct.unpack(order + "H", data[at: at + 2])[0] == 284:
             data[at: at + 12] = struct.pack(order + "HHIHH", 274, 3, 1, orientation, 0)
             path.write_bytes(bytes(data))
