@@ -147,7 +147,7 @@ def render_samples(field, origins: torch.Tensor, dirs: torch.Tensor, samples: Ra
 
 
 def _sample_rays(field, origins, dirs, opts, *, near, far, n_samples, perturb,
-                 generator) -> tuple[RaySamples, torch.Tensor]:
+                 generator) -> tuple[RaySamples | SegmentRounds, torch.Tensor]:
     bmin, bmax = (torch.as_tensor(b, dtype=origins.dtype, device=origins.device) for b in field.bounds)
     t0, t1 = ray_box_intersect(origins, dirs, bmin, bmax)
     t0 = t0.clamp_min(float(near))
@@ -159,23 +159,24 @@ def _sample_rays(field, origins, dirs, opts, *, near, far, n_samples, perturb,
     if grid is not None and coarse_step is None:
         coarse_step = 0.5 * float(grid.cell_size.min())
     if grid is not None and n_samples is None:
-        # forward rendering marches a round at a time, only for the rays still transparent; the padded path keeps
-        # the original one-go march (training's jittered march must draw its random numbers in one go)
+        # forward-only rendering ("packed", no jitter, no gradients) marches a round at a time, only for the rays
+        # still transparent; otherwise the original one-go march (training's jittered march must draw its random
+        # numbers in one go)
         lazy = opts["inference"] == "packed" and not perturb and not torch.is_grad_enabled()
         seg = SegmentRounds(grid, origins, dirs, t0, t1, coarse_step=coarse_step, per_round=int(opts["max_segments"]),
                             max_total=int(opts["max_total_segments"]), lazy=lazy, perturb=perturb,
                             generator=generator)
-        return ("rounds", seg, t0, coarse_step), t1
+        return seg, t1
     return uniform_samples(t0, t1, int(n_samples or opts["uniform_samples"]), perturb=perturb,
                            generator=generator), t1
 
 
-def _render_rounds(field, origins, dirs, seg, t0, t1, coarse_step, opts, *, perturb, generator, compute_normals,
+def _render_rounds(field, origins, dirs, seg, t1, opts, *, perturb, generator, compute_normals,
                    return_samples) -> dict:
     """Render rays through their occupied segments ``seg`` (:class:`SegmentRounds`), ``max_segments`` at a time,
     continuing only rays whose transmittance is above ``min_transmittance`` (early ray termination)."""
-    n, s_total = origins.shape[0], seg.max_total
-    per_round = seg.per_round
+    n, s_total, per_round = origins.shape[0], seg.max_total, seg.per_round
+    t0, coarse_step = seg.t0, seg.coarse_step
     # the packed inference path needs no per-sample outputs, no gradients and no random jitter
     packed = (opts["inference"] == "packed" and not return_samples and not perturb and not torch.is_grad_enabled())
     if opts["inference"] not in ("packed", "padded"):
@@ -271,8 +272,8 @@ def render_rays(field, origins: torch.Tensor, dirs: torch.Tensor, *, near: float
         samples, t_far = _sample_rays(
             field, origins[sl], dirs[sl], opts, near=near, far=far_c,
             n_samples=n_samples, perturb=perturb, generator=generator)
-        if isinstance(samples, tuple):
-            o = _render_rounds(field, origins[sl], dirs[sl], samples[1], samples[2], t_far, samples[3], opts,
+        if isinstance(samples, SegmentRounds):
+            o = _render_rounds(field, origins[sl], dirs[sl], samples, t_far, opts,
                                perturb=perturb, generator=generator, compute_normals=compute_normals,
                                return_samples=return_samples)
         else:
